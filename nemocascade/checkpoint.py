@@ -1,0 +1,133 @@
+"""Checkpoints with orbax: train state + data-iterator state + config, keep-N / keep-best, any mesh.
+
+Layout: ``<directory>/<step>/{state,data,config}``. ``state`` is the ``TrainState`` pytree (params,
+optimizer state, step, rng), ``data`` the grain iterator's position (one JSON file per process), and
+``config`` the run's config as JSON (read back by ``restore_config`` for teacher loading and audits).
+Saves are asynchronous where orbax allows; a run killed mid-save leaves only a temporary directory
+that orbax ignores on the next start, so the last *finished* checkpoint is what resumes.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class Checkpointer:
+    """A thin policy layer over ``ocp.CheckpointManager``.
+
+    Args:
+      directory: where step directories live (created if missing).
+      max_to_keep: newest checkpoints kept (None keeps all). With ``best_metric`` set, the best ones are
+        kept instead, ranked by that metric.
+      save_every: saves happen at steps that are multiples of this (``force=True`` overrides).
+      best_metric: name of a metric passed to ``save(metrics=...)`` to rank checkpoints by.
+      best_mode: ``"max"`` or ``"min"`` for ``best_metric``.
+      async_save: overlap writing with training.
+    """
+
+    def __init__(self, directory: str, *, max_to_keep: int | None = 3, save_every: int = 1,
+                 best_metric: str | None = None, best_mode: str = "max", async_save: bool = True):
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        if save_every < 1:
+            raise ValueError(f"save_every must be >= 1, got {save_every}")
+        self.directory = epath.Path(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            save_interval_steps=save_every,
+            best_fn=(lambda m: float(m[best_metric])) if best_metric else None,
+            best_mode=best_mode,
+            keep_checkpoints_without_metrics=False if best_metric else True,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            item_handlers={
+                "state": ocp.StandardCheckpointHandler(),
+                "data": grain.checkpoint.CheckpointHandler(),
+                "config": ocp.JsonCheckpointHandler(),
+            },
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state, *, data_iterator=None, config: Mapping[str, Any] | None = None,
+             metrics: Mapping[str, float] | None = None, force: bool = False) -> bool:
+        """Saves if the policy says so (or ``force``); returns whether a save was started."""
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(_jsonable(config))
+        return self._manager.save(int(step), args=ocp.args.Composite(**items),
+                                  metrics=dict(metrics) if metrics else None, force=force)
+
+    def restore(self, abstract_state, *, step: int | None = None, data_iterator=None):
+        """Restores the state into the shardings of ``abstract_state`` (ShapeDtypeStructs with shardings).
+
+        ``data_iterator`` (if given) is moved to the saved position in place. Returns the state.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"]
+
+    def restore_config(self, step: int | None = None) -> dict:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
+        restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return restored["config"]
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def _jsonable(config: Mapping[str, Any]) -> dict:
+    """ConfigDict / dataclass-ish mapping -> plain JSON types (tuples become lists)."""
+    to_dict = getattr(config, "to_dict", None)
+    plain = to_dict() if callable(to_dict) else dict(config)
+    return json.loads(json.dumps(plain, default=str))
+
+
+def restore_params(directory: str, abstract_params, *, step: int | None = None):
+    """Loads only the params of a saved ``TrainState`` (e.g. a MOPD teacher), placed per ``abstract_params``.
+
+    Reads the state item partially, so optimizer moments are never brought into memory.
+    """
+    checkpointer = Checkpointer(directory, async_save=False)
+    try:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no finished checkpoint in {directory}")
+        path = epath.Path(directory) / str(step) / "state"
+        restored = ocp.PyTreeCheckpointer().restore(
+            path, args=ocp.args.PyTreeRestore(
+                item={"params": abstract_params},
+                restore_args={"params": jax.tree.map(
+                    lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding, global_shape=s.shape,
+                                                   dtype=s.dtype), abstract_params)},
+                partial_restore=True))
+        return restored["params"]
+    finally:
+        checkpointer.close()
