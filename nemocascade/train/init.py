@@ -58,3 +58,15 @@ def abstract_train_state(init_params_fn: InitParamsFn, optimizer: optax.Gradient
     shapes = jax.eval_shape(_state_init_fn(init_params_fn, optimizer, param_shardings), rng)
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         shapes, compiled.output_shardings)
+
+
+def train_state_from_params(params, optimizer: optax.GradientTransformation, rng: jax.Array):
+    """A fresh ``TrainState`` around existing params (e.g. an RL stage starting from the SFT checkpoint).
+
+    The params keep their shardings; optimizer moments are created beside them (inside one jit, so they
+    inherit those shardings). Returns ``(state, state_shardings)``.
+    """
+    def init(params, rng):
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), rng=rng)
+    compiled = jax.jit(init).lower(params, rng).compile()
+    return compiled(params, rng), compiled.output_shardings

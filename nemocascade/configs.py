@@ -1,0 +1,129 @@
+"""Building blocks for the experiment configs in ``experiments/`` (ConfigDicts with every field present).
+
+Every experiment file composes these, so an override such as ``--config.model.d_model=256`` or
+``--config.optimizer.learning_rate=1e-5`` always names an existing field, and a misspelt one is rejected.
+Real-scale defaults follow ../shared/RECIPE.md (the Nemotron-Cascade 2 paper's appendix tables).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from nemocascade.model import presets
+
+
+def model_config(preset: str) -> ml_collections.ConfigDict:
+    """All ``ModelConfig`` fields of a named preset (``tiny``, ``small_100m``, ``nano30b``)."""
+    factory = getattr(presets, preset, None)
+    if factory is None or preset.startswith("_"):
+        raise ValueError(f"unknown model preset {preset!r}; known: {presets.NAMES}")
+    return ml_collections.ConfigDict(dataclasses.asdict(factory()))
+
+
+def mesh_config(*, data: int = -1, fsdp: int = 1, expert: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
+    """Mesh axis sizes; one axis may be -1 (all remaining devices)."""
+    return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, expert=expert, tensor=tensor))
+
+
+def optimizer_config(*, learning_rate: float, schedule: str = "constant", warmup_steps: int = 0,
+                     init_learning_rate: float = 0.0, end_learning_rate: float = 0.0, total_steps: int = 1,
+                     b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8, weight_decay: float = 0.0,
+                     grad_clip_norm: float = 1.0, name: str = "adamw") -> ml_collections.ConfigDict:
+    """AdamW by default with the recipe's RL moments (0.9/0.95); SFT uses b2=0.98 and weight decay 0.1."""
+    return ml_collections.ConfigDict(dict(
+        name=name, learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
+        init_learning_rate=init_learning_rate, end_learning_rate=end_learning_rate, total_steps=total_steps,
+        b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, grad_clip_norm=grad_clip_norm))
+
+
+def train_config(*, steps: int, log_every: int = 10, checkpoint_every: int = 50, keep_checkpoints: int = 2,
+                 grad_accum_steps: int = 1, freeze_router: bool = False) -> ml_collections.ConfigDict:
+    """Loop cadence; ``checkpoint_every`` must be a multiple of ``log_every`` (exact resume)."""
+    return ml_collections.ConfigDict(dict(
+        steps=steps, log_every=log_every, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+        grad_accum_steps=grad_accum_steps, freeze_router=freeze_router))
+
+
+def sft_data_config(**overrides) -> ml_collections.ConfigDict:
+    """Where SFT examples come from and how they are packed."""
+    data = dict(
+        tokenizer="",                      # "" = the committed toy sentencepiece model
+        domains=("math", "if", "code"),    # built-in toy domains (ignored when jsonl is set)
+        examples_per_domain=4000,
+        jsonl="",                          # a JSONL of {"messages": [...]} rows instead of toy domains
+        on_bad_row="raise",                # "raise" or "skip" (skips are logged with file:line)
+        seq_len=256,                       # packed row length in tokens
+        batch_size=16,                     # packed rows per step
+        thinking=False,                    # render assistant turns in thinking mode
+        too_long="raise",                  # a conversation longer than seq_len: "raise"|"truncate"|"skip"
+    )
+    data.update(overrides)
+    return ml_collections.ConfigDict(data)
+
+
+def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_new_tokens: int = 64,
+              max_prompt_tokens: int = 96, temperature: float = 1.0, top_p: float = 1.0,
+              aggregation: str = "token_mean", **overrides) -> ml_collections.ConfigDict:
+    """Rollout + loss settings of an RL stage (GRPO or MOPD). Recipe defaults: temperature 1.0, top-p 1.0,
+    no KL (the recipe's RL stages run with KL coefficient 0), GRPO ``token_mean``; MOPD ``seq_mean_token_mean`` with an importance-weight gate [0.5, 2.0]."""
+    rl = dict(
+        domains=tuple(domains),
+        jsonl="",                        # a JSONL of RL prompts instead of the toy domains
+        on_bad_row="raise",
+        prompts_per_domain=2000,         # toy prompts generated per domain (train split)
+        prompts_per_step=prompts_per_step,
+        num_samples=num_samples,         # rollouts per prompt (the GRPO group size)
+        max_new_tokens=max_new_tokens,
+        max_prompt_tokens=max_prompt_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        aggregation=aggregation,
+        clip_eps_low=0.2,
+        clip_eps_high=0.2,               # > clip_eps_low = DAPO's clip-higher
+        normalize_std=True,
+        filter_uniform_groups=True,      # DAPO dynamic filtering: groups with equal rewards do not count
+        unfinished_reward_zero=True,     # a response that hit max_new_tokens gets reward 0 (IF-RL)
+        is_low=0.5,                      # MOPD importance-weight gate
+        is_high=2.0,
+        teachers=ml_collections.ConfigDict(),  # MOPD: domain -> checkpoint dir (filled from the ledger)
+    )
+    rl.update(overrides)
+    return ml_collections.ConfigDict(rl)
+
+
+def eval_config(*, domains=("math", "if", "code"), num_examples: int = 64,
+                max_new_tokens: int = 64) -> ml_collections.ConfigDict:
+    """Held-out evaluation after every stage: greedy pass@1 and mean reward per domain."""
+    return ml_collections.ConfigDict(dict(domains=tuple(domains), num_examples=num_examples,
+                                          max_new_tokens=max_new_tokens))
+
+
+def shared_data_config(*, tokenizer: str = "", thinking: bool = False) -> ml_collections.ConfigDict:
+    """Data fields every stage of a cascade shares (the tokenizer must be the same for MOPD teachers)."""
+    return ml_collections.ConfigDict(dict(tokenizer=tokenizer, thinking=thinking))
+
+
+def stage(kind: str, **fields) -> ml_collections.ConfigDict:
+    """One cascade stage: its kind plus its own optimizer/train/data/rl fields."""
+    return ml_collections.ConfigDict(dict(kind=kind, **fields))
+
+
+def cascade_config(*, name: str, model: str, mesh: ml_collections.ConfigDict, order, stages: dict,
+                   eval_cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+                   seed: int = 0) -> ml_collections.ConfigDict:
+    """A pipeline config: shared fields, the stage order and each stage's own config."""
+    missing = [n for n in order if n not in stages]
+    if missing:
+        raise ValueError(f"cascade {name!r} orders stages {missing} that are not defined")
+    config = ml_collections.ConfigDict()
+    config.kind = "cascade"
+    config.name = name
+    config.seed = seed
+    config.model = model_config(model)
+    config.mesh = mesh
+    config.data = data
+    config.eval = eval_cfg
+    config.order = tuple(order)
+    config.stages = ml_collections.ConfigDict(stages)
+    return config

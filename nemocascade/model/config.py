@@ -1,0 +1,127 @@
+"""``ModelConfig``: every size and switch of the MoE transformer, validated on construction."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+BLOCK_KINDS = ("attention+moe", "attention+mlp", "attention", "moe", "mlp")
+ACTIVATIONS = ("swiglu", "squared_relu")
+ROUTER_SCORES = ("softmax", "sigmoid")
+DTYPES = ("float32", "bfloat16", "float64")
+MOE_IMPLS = ("ragged", "dense")
+KERNEL_IMPLS = ("xla", "auto", "tpu", "gpu", "interpret")
+REMAT_POLICIES = ("none", "full", "dots")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes and switches of the decoder. Defaults are a tiny CPU model.
+
+    Layers: ``block_pattern`` is tiled over ``num_layers`` (its length must divide it). Kinds:
+    ``attention+moe`` / ``attention+mlp`` (pre-norm attention then pre-norm MoE / dense MLP, each with a
+    residual) and single-mixer ``attention`` / ``moe`` / ``mlp`` layers (Nemotron-H style: one pre-norm
+    mixer and a residual). Mamba-2 layers are not modelled yet.
+    """
+
+    vocab_size: int = 1024
+    d_model: int = 128
+    num_layers: int = 4
+    block_pattern: tuple[str, ...] = ("attention+moe",)
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int | None = None          # None: d_model // num_heads (then num_heads must divide d_model)
+    use_rope: bool = True                # Nemotron-H attention has no positional encoding
+    rope_theta: float = 10000.0
+    qk_norm: bool = False                # per-head RMSNorm of q and k (Qwen3)
+    rms_norm_eps: float = 1e-6
+    tie_embeddings: bool = False
+    dtype: str = "float32"               # compute dtype (logits are returned in float32)
+    param_dtype: str = "float32"
+    max_seq_len: int = 2048
+    # dense MLP (attention+mlp / mlp layers)
+    mlp_hidden_size: int = 256
+    mlp_activation: str = "swiglu"
+    # MoE
+    num_experts: int = 8
+    num_experts_per_tok: int = 2
+    num_shared_experts: int = 1
+    expert_hidden_size: int = 128
+    shared_expert_hidden_size: int | None = None   # None: num_shared_experts * expert_hidden_size
+    moe_activation: str = "swiglu"
+    router_score: str = "softmax"        # "sigmoid": + non-learned correction bias (aux-loss-free)
+    norm_topk_prob: bool = True
+    routed_scaling_factor: float = 1.0
+    router_bias_update_rate: float = 0.0  # aux-loss-free bias nudging per step (0 disables)
+    aux_loss_weight: float = 0.01
+    router_z_loss_weight: float = 0.0
+    moe_impl: str = "ragged"             # "dense" is a test-only reference path
+    kernel_impl: str = "xla"             # expert matmul / attention backend
+    remat: str = "none"
+
+    def __post_init__(self):
+        def fail(msg):
+            raise ValueError(f"ModelConfig: {msg}")
+        object.__setattr__(self, "block_pattern", tuple(self.block_pattern))
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "max_seq_len",
+                     "mlp_hidden_size", "num_experts", "num_experts_per_tok", "expert_hidden_size"):
+            if int(getattr(self, name)) < 1:
+                fail(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_shared_experts < 0:
+            fail(f"num_shared_experts must be >= 0, got {self.num_shared_experts}")
+        if not self.block_pattern:
+            fail("block_pattern is empty")
+        bad = [k for k in self.block_pattern if k not in BLOCK_KINDS]
+        if bad:
+            fail(f"unknown block kind(s) {bad}; valid kinds: {BLOCK_KINDS} (Mamba-2 is not modelled yet)")
+        if self.num_layers % len(self.block_pattern):
+            fail(f"block_pattern of length {len(self.block_pattern)} does not divide num_layers={self.num_layers}")
+        if self.head_dim is None and self.d_model % self.num_heads:
+            fail(f"num_heads={self.num_heads} does not divide d_model={self.d_model} (or set head_dim)")
+        if self.head_dim is not None and self.head_dim < 1:
+            fail(f"head_dim must be >= 1, got {self.head_dim}")
+        if self.num_heads % self.num_kv_heads:
+            fail(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
+        if self.num_experts_per_tok > self.num_experts:
+            fail(f"num_experts_per_tok={self.num_experts_per_tok} exceeds num_experts={self.num_experts}")
+        for name, valid in (("mlp_activation", ACTIVATIONS), ("moe_activation", ACTIVATIONS),
+                            ("router_score", ROUTER_SCORES), ("dtype", DTYPES), ("param_dtype", DTYPES),
+                            ("moe_impl", MOE_IMPLS), ("kernel_impl", KERNEL_IMPLS), ("remat", REMAT_POLICIES)):
+            if getattr(self, name) not in valid:
+                fail(f"{name}={getattr(self, name)!r} is not one of {valid}")
+        if self.rms_norm_eps <= 0:
+            fail(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+
+    @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        return tuple(self.block_pattern[i % len(self.block_pattern)] for i in range(self.num_layers))
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+    @property
+    def resolved_shared_hidden(self) -> int:
+        if self.shared_expert_hidden_size is not None:
+            return self.shared_expert_hidden_size
+        return self.num_shared_experts * self.expert_hidden_size
+
+    @property
+    def has_moe(self) -> bool:
+        return any("moe" in kind for kind in self.layer_kinds)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown field(s) {unknown}; valid fields: {list(cls.field_names())}")
+        return cls(**dict(values))
+
+    def replace(self, **changes) -> "ModelConfig":
+        unknown = sorted(set(changes) - set(self.field_names()))
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown field(s) {unknown}; valid fields: {list(self.field_names())}")
+        return dataclasses.replace(self, **changes)

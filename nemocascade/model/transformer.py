@@ -1,0 +1,172 @@
+"""The decoder and its functional face: ``init_params``, ``forward``, ``init_cache``.
+
+``forward(params, cfg, tokens, *, positions=None, segment_ids=None, cache=None) -> (logits, aux)``:
+tokens int32[B, T]; segment_ids int32[B, T] (0 = padding; packed rows number their segments 1, 2, ...);
+positions default to the offset inside each segment (or to the cache slot when a cache is given).
+Logits are float32[B, T, V]. ``aux``: ``moe_aux_loss`` and ``router_z_loss`` (already weighted, f32
+scalars), ``expert_load`` f32[num_moe_layers, E] (valid-token copies routed to each expert), and with a
+cache, ``cache`` (the updated cache).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nemocascade.model.attention import Attention
+from nemocascade.model.config import ModelConfig
+from nemocascade.model.layers import MLP, RMSNorm, at_least_f32, constrain, dtype_of, param
+from nemocascade.model.moe import MoE
+
+
+class Block(nn.Module):
+    """One layer: pre-norm attention and/or pre-norm MoE / MLP, each with a residual."""
+
+    cfg: ModelConfig
+    kind: str
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids, layer_cache, lengths):
+        cfg, stats, new_cache = self.cfg, None, None
+        if "attention" in self.kind:
+            h, new_cache = Attention(cfg, name="attention")(RMSNorm(cfg, name="attention_norm")(x), positions,
+                                                            segment_ids, layer_cache, lengths)
+            x = constrain(x + h, "batch", None, None)
+        if "moe" in self.kind:
+            h, stats = MoE(cfg, name="moe")(RMSNorm(cfg, name="moe_norm")(x), segment_ids > 0)
+            x = constrain(x + h, "batch", None, None)
+        elif "mlp" in self.kind:
+            x = x + MLP(cfg, cfg.mlp_hidden_size, cfg.mlp_activation, name="mlp")(RMSNorm(cfg, name="mlp_norm")(x))
+            x = constrain(x, "batch", None, None)
+        return x, stats, new_cache
+
+
+class Decoder(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, positions, segment_ids, cache=None):
+        cfg = self.cfg
+        dtype = dtype_of(cfg.dtype)
+        embed = param(self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
+                      nn.initializers.normal(stddev=1.0), cfg)
+        x = constrain(embed[tokens].astype(dtype), "batch", None, None)
+        block_cls = Block
+        if cfg.remat != "none":
+            policy = None if cfg.remat == "full" else jax.checkpoint_policies.checkpoint_dots
+            block_cls = nn.remat(Block, policy=policy, static_argnums=())
+        lengths = None if cache is None else cache["lengths"]
+        stats, new_layers = [], {}
+        for i, kind in enumerate(cfg.layer_kinds):
+            name = f"layer_{i}"
+            layer_cache = None if cache is None or "attention" not in kind else cache["layers"][name]
+            x, layer_stats, layer_new = block_cls(cfg, kind, name=name)(x, positions, segment_ids, layer_cache,
+                                                                       lengths)
+            if layer_stats is not None:
+                stats.append(layer_stats)
+            if layer_new is not None:
+                new_layers[name] = layer_new
+        x = RMSNorm(cfg, name="final_norm")(x)
+        if cfg.tie_embeddings:
+            logits = jnp.einsum("btd,vd->btv", x, embed.astype(dtype))
+        else:
+            head = param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"),
+                         nn.initializers.normal(stddev=cfg.d_model ** -0.5), cfg)
+            logits = x @ head.astype(dtype)
+        return at_least_f32(logits), stats, new_layers
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """int32[B, T]: offset of each token inside its segment (restarts wherever the segment id changes)."""
+    t = segment_ids.shape[1]
+    index = jnp.arange(t, dtype=jnp.int32)[None, :]
+    starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool),
+                              segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    start_index = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+    return index - start_index
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array):
+    """Plain nested-dict params (``param_dtype``) from ``rng``."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    variables = Decoder(cfg).init(rng, tokens, jnp.zeros_like(tokens), jnp.ones_like(tokens))
+    return nn.meta.unbox(variables["params"])
+
+
+def logical_axes(cfg: ModelConfig):
+    """Params-shaped pytree of logical axis-name tuples (for ``sharding.py``)."""
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    boxed = jax.eval_shape(lambda r: Decoder(cfg).init(r, tokens, tokens, tokens + 1), jax.random.PRNGKey(0))
+    return nn.get_partition_spec(boxed["params"])
+
+
+def _check_tokens(tokens, segment_ids, positions, cfg: ModelConfig):
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be int32[B, T], got shape {tokens.shape}")
+    for name, arr in (("segment_ids", segment_ids), ("positions", positions)):
+        if arr is not None and arr.shape != tokens.shape:
+            raise ValueError(f"{name} shape {arr.shape} differs from tokens shape {tokens.shape}")
+
+
+def forward(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=None, cache=None):
+    """See the module docstring."""
+    _check_tokens(tokens, segment_ids, positions, cfg)
+    if segment_ids is None:
+        segment_ids = jnp.ones(tokens.shape, jnp.int32)
+    if positions is None:
+        if cache is None:
+            positions = segment_positions(segment_ids)
+        else:
+            positions = cache["lengths"][:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None, :]
+    logits, stats, new_layers = Decoder(cfg).apply({"params": params}, tokens, positions, segment_ids, cache)
+    if stats:
+        balance = jnp.mean(jnp.stack([s["balance_loss"] for s in stats]))
+        z_loss = jnp.mean(jnp.stack([s["z_loss"] for s in stats]))
+        load = jnp.stack([s["expert_load"] for s in stats])
+    else:
+        balance = z_loss = jnp.zeros((), jnp.float32)
+        load = jnp.zeros((0, cfg.num_experts), jnp.float32)
+    aux = {"moe_aux_loss": cfg.aux_loss_weight * balance, "router_z_loss": cfg.router_z_loss_weight * z_loss,
+           "balance_loss": balance, "z_loss": z_loss, "expert_load": load}
+    if cache is not None:
+        aux["cache"] = {"lengths": cache["lengths"] + jnp.sum(segment_ids > 0, axis=1).astype(jnp.int32),
+                        "layers": new_layers}
+    return logits, aux
+
+
+def init_cache(cfg: ModelConfig, batch_size: int, max_len: int, dtype=None):
+    """An empty KV cache: ``{"lengths": int32[B], "layers": {layer_i: {"k", "v": [B, S, K, Dh]}}}``."""
+    if max_len > cfg.max_seq_len:
+        raise ValueError(f"cache length {max_len} exceeds max_seq_len={cfg.max_seq_len}")
+    dtype = dtype or dtype_of(cfg.dtype)
+    shape = (batch_size, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
+    layers = {f"layer_{i}": {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+              for i, kind in enumerate(cfg.layer_kinds) if "attention" in kind}
+    return {"lengths": jnp.zeros((batch_size,), jnp.int32), "layers": layers}
+
+
+def update_router_bias(params, expert_load, rate: float):
+    """Aux-loss-free balancing (DeepSeek-V3): ``bias += rate * sign(mean_load - load)`` per MoE layer.
+
+    expert_load: f32[num_moe_layers, E] as returned in ``aux["expert_load"]`` (layer order).
+    """
+    names = sorted((k for k in params if k.startswith("layer_") and "moe" in params[k]),
+                   key=lambda k: int(k.split("_")[1]))
+    new = dict(params)
+    for row, name in enumerate(names):
+        load = expert_load[row]
+        bias = params[name]["moe"]["router_bias"]
+        delta = rate * jnp.sign(jnp.mean(load) - load)
+        new[name] = {**params[name], "moe": {**params[name]["moe"], "router_bias": bias + delta.astype(bias.dtype)}}
+    return new
+
+
+def trainable_mask(params, cfg: ModelConfig, *, freeze_router: bool = False):
+    """Params-shaped bools: False for router biases (never trained) and router weights when frozen."""
+    del cfg
+    def trainable(path, _):
+        names = [str(getattr(p, "key", p)) for p in path]
+        if names[-1] == "router_bias":
+            return False
+        return not (freeze_router and names[-1] == "router")
+    return jax.tree_util.tree_map_with_path(trainable, params)

@@ -1,0 +1,255 @@
+"""``generate``: KV-cache sampling from the policy's own params (prefill once, then a jitted decode loop).
+
+Layout of a ``Rollouts`` row ``i`` (``L = prompt bucket + max_new_tokens``):
+``tokens[i, :prompt_lengths[i]]`` is the prompt, the next ``response_lengths[i]`` tokens the response
+(a stop token, when one ended the row, is its last token and counts), then padding (``pad_id``).
+``logprobs`` is aligned with ``tokens`` and is 0 outside the response. Samples of one prompt are
+contiguous rows (``num_samples`` of them). See ``sampling.py`` for what the log-probs are.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nemocascade import model as model_lib
+from nemocascade import sharding as sharding_lib
+from nemocascade.rollout.sampling import sample_tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """Static sampling settings (a change recompiles the decode loop).
+
+    Attributes:
+      max_new_tokens: response budget per row (tokens, stop token included).
+      temperature: 0 = greedy; else sample from softmax(logits / temperature).
+      top_p, top_k: nucleus / top-k truncation (1.0 / 0 = off).
+      stop_tokens: ids that end a row (the id is kept as the row's last response token).
+      think_budget: if set, at most this many response tokens before ``think_end_tokens`` is forced
+        (the chat template's reasoning block is closed and the answer follows); forced tokens are
+        flagged in ``Rollouts.forced`` so losses can mask them.
+      think_end_tokens: the token ids that close the reasoning block (e.g. ``</think>`` and a newline).
+    """
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop_tokens: tuple[int, ...] = ()
+    think_budget: int | None = None
+    think_end_tokens: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.think_budget is not None and not self.think_end_tokens:
+            raise ValueError("think_budget needs think_end_tokens (the ids that close the reasoning block)")
+
+
+@dataclasses.dataclass
+class Rollouts:
+    """Sampled sequences (host numpy arrays), ``N = len(prompts) * num_samples`` rows.
+
+    Attributes:
+      tokens: int32[N, L] prompt + response + padding per row.
+      logprobs: f32[N, L] log-prob of each response token (0 elsewhere).
+      prompt_lengths: int32[N].
+      response_lengths: int32[N] (stop token included).
+      finished: bool[N] True if a stop token ended the row, False if it hit ``max_new_tokens``.
+      forced: bool[N, L] True on tokens forced by the thinking budget (not sampled).
+    """
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    prompt_lengths: np.ndarray
+    response_lengths: np.ndarray
+    finished: np.ndarray
+    forced: np.ndarray
+
+    def response_mask(self) -> np.ndarray:
+        """f32[N, L]: 1 on sampled response tokens (forced ones excluded), else 0."""
+        positions = np.arange(self.tokens.shape[1])[None, :]
+        start = self.prompt_lengths[:, None]
+        in_response = (positions >= start) & (positions < start + self.response_lengths[:, None])
+        return (in_response & ~self.forced).astype(np.float32)
+
+    def segment_ids(self) -> np.ndarray:
+        """int32[N, L]: 1 on prompt + response tokens, 0 on padding (for a training forward)."""
+        positions = np.arange(self.tokens.shape[1])[None, :]
+        return (positions < (self.prompt_lengths + self.response_lengths)[:, None]).astype(np.int32)
+
+    def responses(self) -> list[list[int]]:
+        """The response token ids of each row."""
+        return [self.tokens[i, p:p + r].tolist()
+                for i, (p, r) in enumerate(zip(self.prompt_lengths, self.response_lengths))]
+
+
+def _bucket(length: int, multiple: int = 16) -> int:
+    """Rounds a prompt length up so that nearby lengths share one compiled prefill."""
+    return -(-length // multiple) * multiple
+
+
+def _validate_prompts(prompts: Sequence[Sequence[int]], cfg: model_lib.ModelConfig, max_new_tokens: int):
+    if not prompts:
+        raise ValueError("generate() got no prompts")
+    for i, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+        if len(prompt) + max_new_tokens > cfg.max_seq_len:
+            raise ValueError(
+                f"prompt {i} has {len(prompt)} tokens; with max_new_tokens={max_new_tokens} that exceeds the "
+                f"model's max_seq_len={cfg.max_seq_len}")
+        bad = [t for t in prompt if not 0 <= int(t) < cfg.vocab_size]
+        if bad:
+            raise ValueError(f"prompt {i} has token ids outside [0, {cfg.vocab_size}): {bad[:5]}")
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "sampling"), donate_argnames=("cache",))
+def _prefill_and_decode(params, cache, tokens, segment_ids, rng, *, cfg, sampling: SamplingParams):
+    """Prefills the right-padded prompts, then decodes until every row stopped or the budget is spent.
+
+    Args:
+      tokens: int32[N, P] right-padded prompts; segment_ids int32[N, P] (1 = prompt token, 0 = pad).
+    Returns:
+      (response tokens int32[N, T], logprobs f32[N, T], response lengths int32[N], finished bool[N],
+       forced bool[N, T]) with T = sampling.max_new_tokens.
+    """
+    n = tokens.shape[0]
+    budget = sampling.max_new_tokens
+    prompt_lengths = jnp.sum(segment_ids > 0, axis=1)
+    logits, aux = model_lib.forward(params, cfg, tokens, segment_ids=segment_ids, cache=cache)
+    last_logits = jnp.take_along_axis(logits, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
+    stop_tokens = jnp.asarray(sampling.stop_tokens or (-1,), jnp.int32)
+    think_end = jnp.asarray(sampling.think_end_tokens or (-1,), jnp.int32)
+
+    def choose(rng, step_logits, step, think_state):
+        """Samples a token, then applies the thinking budget. think_state: int32[N], -1 = still thinking,
+        k >= 0 = k end-of-think tokens already emitted (forced or sampled)."""
+        token, logprob = sample_tokens(rng, step_logits, temperature=sampling.temperature,
+                                       top_k=sampling.top_k, top_p=sampling.top_p)
+        forced = jnp.zeros((n,), bool)
+        if sampling.think_budget is not None:
+            num_end = think_end.shape[0]
+            must_close = (think_state >= 0) & (think_state < num_end) | (
+                (think_state < 0) & (step >= sampling.think_budget))
+            index = jnp.clip(jnp.maximum(think_state, 0), 0, num_end - 1)
+            forced_token = think_end[index]
+            forced = must_close & (token != forced_token)
+            token = jnp.where(must_close, forced_token, token)
+            full = jax.nn.log_softmax(step_logits.astype(jnp.float32) / (sampling.temperature or 1.0), axis=-1)
+            logprob = jnp.where(forced, jnp.take_along_axis(full, token[:, None], axis=-1)[:, 0], logprob)
+            opened_close = (think_state < 0) & (token == think_end[0])
+            think_state = jnp.where(must_close | opened_close, jnp.maximum(think_state, 0) + 1, think_state)
+        return token, logprob, forced, think_state
+
+    rng, first_rng = jax.random.split(rng)
+    think_state = jnp.full((n,), -1, jnp.int32)
+    token, logprob, forced, think_state = choose(first_rng, last_logits, 0, think_state)
+    out_tokens = jnp.zeros((n, budget), jnp.int32).at[:, 0].set(token)
+    out_logprobs = jnp.zeros((n, budget), jnp.float32).at[:, 0].set(logprob)
+    out_forced = jnp.zeros((n, budget), bool).at[:, 0].set(forced)
+    finished = jnp.isin(token, stop_tokens)
+    lengths = jnp.ones((n,), jnp.int32)
+
+    def cond(carry):
+        step, _, _, _, _, finished, _, _, _, _ = carry
+        return (step < budget) & ~jnp.all(finished)
+
+    def body(carry):
+        step, cache, token, out_tokens, out_logprobs, finished, lengths, out_forced, think_state, rng = carry
+        rng, step_rng = jax.random.split(rng)
+        active = ~finished
+        step_logits, step_aux = model_lib.forward(params, cfg, token[:, None],
+                                                  segment_ids=active[:, None].astype(jnp.int32), cache=cache)
+        new_token, new_logprob, new_forced, new_think = choose(step_rng, step_logits[:, 0], step, think_state)
+        new_token = jnp.where(active, new_token, 0)
+        out_tokens = out_tokens.at[:, step].set(new_token)
+        out_logprobs = out_logprobs.at[:, step].set(jnp.where(active, new_logprob, 0.0))
+        out_forced = out_forced.at[:, step].set(active & new_forced)
+        think_state = jnp.where(active, new_think, think_state)
+        lengths = lengths + active.astype(jnp.int32)
+        finished = finished | (active & jnp.isin(new_token, stop_tokens))
+        return (step + 1, step_aux["cache"], new_token, out_tokens, out_logprobs, finished, lengths, out_forced,
+                think_state, rng)
+
+    carry = (jnp.asarray(1, jnp.int32), aux["cache"], token, out_tokens, out_logprobs, finished, lengths,
+             out_forced, think_state, rng)
+    carry = jax.lax.while_loop(cond, body, carry)
+    _, _, _, out_tokens, out_logprobs, finished, lengths, out_forced, _, _ = carry
+    return out_tokens, out_logprobs, lengths, finished, out_forced
+
+
+def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+             num_samples: int = 1, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             stop_tokens: Sequence[int] = (), rng: jax.Array, mesh=None, pad_id: int = 0,
+             think_budget: int | None = None, think_end_tokens: Sequence[int] = ()) -> Rollouts:
+    """Samples ``num_samples`` responses per prompt with the model's KV cache.
+
+    Args:
+      params: the policy params (the train state's own pytree: nothing is copied).
+      cfg: the model config.
+      prompts: token-id lists of any lengths (each >= 1 token, prompt + budget <= cfg.max_seq_len).
+      max_new_tokens: response budget.
+      num_samples: samples per prompt; rows of one prompt are contiguous.
+      temperature, top_p, top_k, stop_tokens, think_budget, think_end_tokens: see ``SamplingParams``.
+      rng: PRNG key (same key + same inputs = same rollouts).
+      mesh: if given, rows and the cache are sharded over the mesh's batch axes (params are used in the
+        sharding they already have).
+      pad_id: id written into padding positions of ``Rollouts.tokens``.
+    Returns:
+      ``Rollouts`` (host numpy arrays).
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=float(temperature), top_p=float(top_p),
+                              top_k=int(top_k), stop_tokens=tuple(int(t) for t in stop_tokens),
+                              think_budget=think_budget, think_end_tokens=tuple(int(t) for t in think_end_tokens))
+    _validate_prompts(prompts, cfg, max_new_tokens)
+    rows = [list(map(int, p)) for p in prompts for _ in range(num_samples)]
+    n = len(rows)
+    prompt_lengths = np.asarray([len(r) for r in rows], np.int32)
+    width = min(_bucket(int(prompt_lengths.max())), cfg.max_seq_len - max_new_tokens)
+    tokens = np.full((n, width), pad_id, np.int32)
+    segment_ids = np.zeros((n, width), np.int32)
+    for i, row in enumerate(rows):
+        tokens[i, :len(row)] = row
+        segment_ids[i, :len(row)] = 1
+
+    cache = model_lib.init_cache(cfg, n, width + max_new_tokens)
+    tokens_dev, segment_dev = jnp.asarray(tokens), jnp.asarray(segment_ids)
+    if mesh is not None:
+        batch_sharding = sharding_lib.batch_sharding(mesh)
+        if n % sharding_lib.batch_shards(mesh) == 0:
+            tokens_dev, segment_dev, cache = jax.device_put((tokens_dev, segment_dev, cache), batch_sharding)
+    with _maybe_mesh(mesh):
+        out = _prefill_and_decode(params, cache, tokens_dev, segment_dev, rng, cfg=cfg, sampling=sampling)
+    response, logprobs, lengths, finished, forced = jax.device_get(out)
+
+    full_tokens = np.full((n, width + max_new_tokens), pad_id, np.int32)
+    full_logprobs = np.zeros((n, width + max_new_tokens), np.float32)
+    full_forced = np.zeros((n, width + max_new_tokens), bool)
+    for i, row in enumerate(rows):
+        p, r = len(row), int(lengths[i])
+        full_tokens[i, :p] = row
+        full_tokens[i, p:p + r] = response[i, :r]
+        full_logprobs[i, p:p + r] = logprobs[i, :r]
+        full_forced[i, p:p + r] = forced[i, :r]
+    return Rollouts(tokens=full_tokens, logprobs=full_logprobs, prompt_lengths=prompt_lengths,
+                    response_lengths=lengths.astype(np.int32), finished=finished.astype(bool),
+                    forced=full_forced)
+
+
+def _maybe_mesh(mesh):
+    import contextlib  # pylint: disable=import-outside-toplevel
+    return jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()

@@ -1,0 +1,184 @@
+"""The MoE transformer: packing, padding, MoE against a dense reference, KV cache, float64 gradients."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nemocascade import model as m
+
+CFG = m.presets.tiny().replace(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                               num_experts=4, num_experts_per_tok=2, expert_hidden_size=16, mlp_hidden_size=32,
+                               max_seq_len=64, block_pattern=("attention+moe", "attention+mlp"))
+SIGMOID = CFG.replace(router_score="sigmoid", moe_activation="squared_relu", routed_scaling_factor=2.5,
+                      num_kv_heads=1, qk_norm=True)
+
+
+_forward = jax.jit(m.forward, static_argnums=(1,))
+
+
+def _params(cfg, seed=0):
+    return m.init_params(cfg, jax.random.PRNGKey(seed))
+
+
+def _tokens(b, t, seed=1, vocab=64):
+    return jnp.asarray(np.random.default_rng(seed).integers(1, vocab, size=(b, t)), jnp.int32)
+
+
+@pytest.mark.parametrize("cfg", [CFG, SIGMOID], ids=["softmax", "sigmoid"])
+def test_packed_row_equals_segments_alone(cfg):
+    params = _params(cfg)
+    a, b = _tokens(1, 5, seed=2), _tokens(1, 7, seed=3)
+    packed = jnp.concatenate([a, b, jnp.zeros((1, 4), jnp.int32)], axis=1)
+    seg = jnp.asarray([[1] * 5 + [2] * 7 + [0] * 4], jnp.int32)
+    logits, _ = _forward(params, cfg, packed, segment_ids=seg)
+    alone_a, _ = _forward(params, cfg, a)
+    alone_b, _ = _forward(params, cfg, b)
+    np.testing.assert_allclose(logits[0, :5], alone_a[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits[0, 5:12], alone_b[0], rtol=1e-5, atol=1e-5)
+
+
+def test_segment_positions_restart():
+    seg = jnp.asarray([[1, 1, 1, 2, 2, 0, 0], [1, 2, 2, 2, 3, 3, 0]])
+    np.testing.assert_array_equal(m.segment_positions(seg), [[0, 1, 2, 0, 1, 0, 1], [0, 0, 1, 2, 0, 1, 0]])
+
+
+def test_padding_tokens_get_no_gradient_and_do_not_count_in_load():
+    params = _params(CFG)
+    tokens = _tokens(2, 8)
+    seg = jnp.asarray([[1] * 6 + [0] * 2, [1] * 8], jnp.int32)
+
+    def loss(embed_rows):
+        p = {**params, "embed": embed_rows}
+        logits, aux = m.forward(p, CFG, tokens, segment_ids=seg)
+        return jnp.sum(logits * (seg > 0)[..., None]) + aux["moe_aux_loss"]
+
+    grads = jax.jit(jax.grad(loss))(params["embed"])
+    pad_ids = set(np.asarray(tokens[0, 6:]).tolist()) - set(np.asarray(tokens[seg > 0]).tolist())
+    for tok in pad_ids:
+        assert float(jnp.abs(grads[tok]).max()) == 0.0
+    _, aux = _forward(params, CFG, tokens, segment_ids=seg)
+    np.testing.assert_allclose(np.asarray(aux["expert_load"]).sum(axis=1), 14 * CFG.num_experts_per_tok)
+
+
+@pytest.mark.parametrize("cfg", [CFG, SIGMOID], ids=["softmax", "sigmoid"])
+def test_ragged_moe_equals_dense_reference_and_gradients(cfg):
+    params = _params(cfg)
+    tokens = _tokens(2, 9)
+    dense = cfg.replace(moe_impl="dense")
+    f = lambda p, c: _forward(p, c, tokens)[0]
+    np.testing.assert_allclose(f(params, cfg), f(params, dense), rtol=1e-5, atol=1e-5)
+    g_ragged = jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(f(p, cfg)))))(params)
+    g_dense = jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(f(p, dense)))))(params)
+    for a, b in zip(jax.tree.leaves(g_ragged), jax.tree.leaves(g_dense)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_equal_router_scores_equal_dense_average_of_experts():
+    """All router logits equal (zero router): every token's output is the mean of its top-k experts'
+    outputs with weights 1/k; with k = E the layer is the plain average of all experts."""
+    cfg = CFG.replace(num_experts_per_tok=4, num_shared_experts=0, block_pattern=("attention+moe",))
+    params = _params(cfg)
+    for name in ("layer_0", "layer_1"):
+        params[name]["moe"]["router"] = jnp.zeros_like(params[name]["moe"]["router"])
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 6, cfg.d_model)), jnp.float32)
+    from nemocascade.model.moe import MoE
+    moe_params = {"params": params["layer_0"]["moe"]}
+    y, stats = MoE(cfg).apply(moe_params, x, jnp.ones((1, 6), bool))
+    p = params["layer_0"]["moe"]
+    tokens = x[0]
+    outs = [(jax.nn.silu(tokens @ p["w_gate"][e]) * (tokens @ p["w_up"][e])) @ p["w_down"][e] for e in range(4)]
+    np.testing.assert_allclose(y[0], sum(outs) / 4, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["expert_load"], [6, 6, 6, 6])
+
+
+def test_expert_without_tokens_forward_and_grad():
+    cfg = SIGMOID.replace(block_pattern=("attention+moe",))
+    params = _params(cfg)
+    for name in ("layer_0", "layer_1"):   # expert 3 is never selected: its correction bias is very negative
+        params[name]["moe"]["router_bias"] = params[name]["moe"]["router_bias"].at[3].set(-100.0)
+    tokens = _tokens(2, 8)
+
+    def loss(p):
+        logits, aux = m.forward(p, cfg, tokens)
+        return jnp.mean(logits ** 2), aux
+
+    (value, aux), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    assert np.all(np.asarray(aux["expert_load"])[:, 3] == 0)
+    assert np.isfinite(float(value))
+    g = grads["layer_0"]["moe"]["w_up"]
+    assert float(jnp.abs(g[3]).max()) == 0.0 and float(jnp.abs(g[:3]).max()) > 0.0
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("cfg", [CFG, SIGMOID], ids=["softmax", "sigmoid"])
+def test_kv_cache_prefill_and_decode_equal_full_forward(cfg):
+    params = _params(cfg)
+    lengths = [3, 6]
+    full = _tokens(2, 10, seed=5)
+    cache = m.init_cache(cfg, 2, 16)
+    prompt = jnp.where(jnp.arange(6)[None] < jnp.asarray(lengths)[:, None], full[:, :6], 0)
+    seg = (jnp.arange(6)[None] < jnp.asarray(lengths)[:, None]).astype(jnp.int32)
+    logits, aux = _forward(params, cfg, prompt, segment_ids=seg, cache=cache)
+    cache = aux["cache"]
+    np.testing.assert_array_equal(cache["lengths"], lengths)
+    full_logits = [_forward(params, cfg, full[i:i + 1, :lengths[i] + 4])[0][0] for i in range(2)]
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(logits[i, :n], full_logits[i][:n], rtol=1e-5, atol=1e-5)
+    for step in range(4):
+        nxt = jnp.stack([full[i, lengths[i] + step] for i in range(2)])[:, None]
+        step_logits, aux = _forward(params, cfg, nxt, segment_ids=jnp.ones((2, 1), jnp.int32), cache=cache)
+        cache = aux["cache"]
+        for i, n in enumerate(lengths):
+            np.testing.assert_allclose(step_logits[i, 0], full_logits[i][n + step], rtol=1e-5, atol=1e-5)
+
+
+def test_float64_gradient_matches_finite_differences():
+    with jax.enable_x64(True):
+        cfg = CFG.replace(dtype="float64", param_dtype="float64", d_model=16, expert_hidden_size=8,
+                          mlp_hidden_size=8, num_heads=2, num_kv_heads=1)
+        params = m.init_params(cfg, jax.random.PRNGKey(0))
+        tokens = _tokens(1, 5)
+        targets = _tokens(1, 5, seed=9)
+
+        def loss(p):
+            logits, aux = m.forward(p, cfg, tokens)
+            lp = jax.nn.log_softmax(logits.astype(jnp.float64))
+            return -jnp.mean(jnp.take_along_axis(lp, targets[..., None], -1)) + aux["moe_aux_loss"]
+
+        grads = jax.grad(loss)(params)
+        loss = jax.jit(loss)
+        rng = np.random.default_rng(0)
+        for path in (("layer_0", "attention", "wq"), ("layer_0", "moe", "w_up"), ("layer_1", "mlp", "w_down"),
+                     ("lm_head",), ("layer_0", "moe", "router")):
+            leaf = params
+            for key in path:
+                leaf = leaf[key]
+            direction = rng.normal(size=leaf.shape)
+
+            def along(eps, path=path, direction=direction):
+                p = jax.tree.map(lambda x: x, params)
+                node = p
+                for key in path[:-1]:
+                    node = node[key]
+                node[path[-1]] = node[path[-1]] + eps * direction
+                return float(loss(p))
+
+            eps = 1e-6
+            numeric = (along(eps) - along(-eps)) / (2 * eps)
+            g = grads
+            for key in path:
+                g = g[key]
+            analytic = float(np.sum(np.asarray(g) * direction))
+            np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8, err_msg=str(path))
+
+
+def test_router_bias_update_moves_toward_balance():
+    cfg = SIGMOID
+    params = _params(cfg)
+    load = jnp.asarray([[10.0, 0.0, 5.0, 5.0]])
+    new = m.update_router_bias(params, load, 0.1)
+    np.testing.assert_allclose(new["layer_0"]["moe"]["router_bias"], [-0.1, 0.1, 0.0, 0.0])
+    mask = m.trainable_mask(params, cfg, freeze_router=True)
+    assert not mask["layer_0"]["moe"]["router_bias"] and not mask["layer_0"]["moe"]["router"]
+    assert mask["layer_0"]["moe"]["w_up"]
+    assert m.trainable_mask(params, cfg)["layer_0"]["moe"]["router"]
