@@ -122,8 +122,8 @@ def _prefill_and_decode(params, cache, tokens, segment_ids, rng, *, cfg, samplin
     Args:
       tokens: int32[N, P] right-padded prompts; segment_ids int32[N, P] (1 = prompt token, 0 = pad).
     Returns:
-      (response tokens int32[N, T], logprobs f32[N, T], response lengths int32[N], finished bool[N],
-       forced bool[N, T]) with T = sampling.max_new_tokens.
+      ((response tokens int32[N, T], logprobs f32[N, T], response lengths int32[N], finished bool[N],
+        forced bool[N, T]), final cache) with T = sampling.max_new_tokens.
     """
     n = tokens.shape[0]
     budget = sampling.max_new_tokens
@@ -186,8 +186,9 @@ def _prefill_and_decode(params, cache, tokens, segment_ids, rng, *, cfg, samplin
     carry = (jnp.asarray(1, jnp.int32), aux["cache"], token, out_tokens, out_logprobs, finished, lengths,
              out_forced, think_state, rng)
     carry = jax.lax.while_loop(cond, body, carry)
-    _, _, _, out_tokens, out_logprobs, finished, lengths, out_forced, _, _ = carry
-    return out_tokens, out_logprobs, lengths, finished, out_forced
+    _, cache, _, out_tokens, out_logprobs, finished, lengths, out_forced, _, _ = carry
+    # The final cache is returned so that the donated input cache's buffers back it (no second copy).
+    return (out_tokens, out_logprobs, lengths, finished, out_forced), cache
 
 
 def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
@@ -233,7 +234,7 @@ def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]
         if n % sharding_lib.batch_shards(mesh) == 0:
             tokens_dev, segment_dev, cache = jax.device_put((tokens_dev, segment_dev, cache), batch_sharding)
     with _maybe_mesh(mesh):
-        out = _prefill_and_decode(params, cache, tokens_dev, segment_dev, rng, cfg=cfg, sampling=sampling)
+        out, _ = _prefill_and_decode(params, cache, tokens_dev, segment_dev, rng, cfg=cfg, sampling=sampling)
     response, logprobs, lengths, finished, forced = jax.device_get(out)
 
     full_tokens = np.full((n, width + max_new_tokens), pad_id, np.int32)
