@@ -42,7 +42,10 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
+    """Embedding, layers, final norm, then the LM head (``with_head=False``: the normed hidden states)."""
+
     cfg: ModelConfig
+    with_head: bool = True
 
     @nn.compact
     def __call__(self, tokens, positions, segment_ids, cache=None):
@@ -67,6 +70,8 @@ class Decoder(nn.Module):
             if layer_new is not None:
                 new_layers[name] = layer_new
         x = RMSNorm(cfg, name="final_norm")(x)
+        if not self.with_head:
+            return at_least_f32(x), stats, new_layers
         if cfg.tie_embeddings:
             logits = jnp.einsum("btd,vd->btv", x, embed.astype(dtype))
         else:
@@ -110,6 +115,18 @@ def _check_tokens(tokens, segment_ids, positions, cfg: ModelConfig):
 
 def forward(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=None, cache=None):
     """See the module docstring."""
+    return _run(params, cfg, tokens, positions, segment_ids, cache, with_head=True)
+
+
+def hidden_states(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=None):
+    """The final-normed hidden states f32[B, T, D] (no LM head) and ``aux`` as in ``forward``.
+
+    Used by heads on the policy backbone, e.g. the reward model's scalar head.
+    """
+    return _run(params, cfg, tokens, positions, segment_ids, None, with_head=False)
+
+
+def _run(params, cfg, tokens, positions, segment_ids, cache, *, with_head):
     _check_tokens(tokens, segment_ids, positions, cfg)
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
@@ -118,7 +135,8 @@ def forward(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=Non
             positions = segment_positions(segment_ids)
         else:
             positions = cache["lengths"][:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None, :]
-    logits, stats, new_layers = Decoder(cfg).apply({"params": params}, tokens, positions, segment_ids, cache)
+    logits, stats, new_layers = Decoder(cfg, with_head=with_head).apply({"params": params}, tokens, positions,
+                                                                        segment_ids, cache)
     if stats:
         balance = jnp.mean(jnp.stack([s["balance_loss"] for s in stats]))
         z_loss = jnp.mean(jnp.stack([s["z_loss"] for s in stats]))
