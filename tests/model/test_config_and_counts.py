@@ -6,7 +6,7 @@ from nemocascade import model as m
 
 @pytest.mark.parametrize("change, message", [
     (dict(num_heads=5), "num_heads=5 does not divide d_model=128"),
-    (dict(num_experts_per_tok=9), "num_experts_per_tok=9 exceeds num_experts=8"),
+    (dict(num_experts_per_tok=9), "num_experts_per_tok=9 exceeds num_experts=4"),
     (dict(num_kv_heads=3), "num_kv_heads=3 must divide num_heads=4"),
     (dict(block_pattern=("mamba",)), "unknown block kind"),
     (dict(moe_activation="gelu"), "moe_activation='gelu' is not one of"),
