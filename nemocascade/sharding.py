@@ -9,16 +9,18 @@ divide evenly is replicated rather than sharded unevenly.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+import numbers
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nemocascade import model as model_lib
+from nemocascade.model.layers import ACTIVATION_RULES
 
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
-BATCH_AXES = ("data", "fsdp", "expert")
+BATCH_AXES = ACTIVATION_RULES["batch"]   # the model constrains its activations' batch dim the same way
 LOGICAL_AXIS_RULES: dict[str, str | None] = {
     "vocab": "tensor",
     "embed": "fsdp",
@@ -32,11 +34,33 @@ LOGICAL_AXIS_RULES: dict[str, str | None] = {
 }
 
 
-def resolve_axis_sizes(axes: Mapping[str, int], num_devices: int) -> dict[str, int]:
-    """Fills one ``-1`` axis with the remaining devices; checks that the product is the device count."""
+def _axes_dict(axes: Any) -> dict[str, Any]:
+    """A mapping (dict, ``ml_collections.ConfigDict``) or a tuple of sizes in ``MESH_AXES`` order."""
+    if isinstance(axes, (tuple, list)):
+        if len(axes) != len(MESH_AXES):
+            raise ValueError(f"mesh axis sizes as a sequence need {len(MESH_AXES)} entries {MESH_AXES}, got {axes}")
+        return dict(zip(MESH_AXES, axes))
+    if hasattr(axes, "to_dict"):
+        axes = axes.to_dict()
+    if not isinstance(axes, Mapping):
+        raise TypeError(f"mesh axes must be a mapping of {MESH_AXES} to sizes or a tuple of 4 sizes, got "
+                        f"{type(axes).__name__}")
+    return dict(axes)
+
+
+def resolve_axis_sizes(axes: Any, num_devices: int) -> dict[str, int]:
+    """Fills one ``-1`` axis with the remaining devices; checks that the product is the device count.
+
+    ``axes``: see ``make_mesh``. Missing axes have size 1.
+    """
+    axes = _axes_dict(axes)
     unknown = sorted(set(axes) - set(MESH_AXES))
     if unknown:
         raise ValueError(f"mesh has unknown axis name(s) {unknown}; valid axes: {MESH_AXES}")
+    bad = {name: size for name, size in axes.items()
+           if not isinstance(size, numbers.Integral) or isinstance(size, bool)}
+    if bad:
+        raise TypeError(f"mesh axis sizes must be ints, got {bad}")
     sizes = {name: int(axes.get(name, 1)) for name in MESH_AXES}
     free = [name for name, size in sizes.items() if size == -1]
     if len(free) > 1:
@@ -55,8 +79,13 @@ def resolve_axis_sizes(axes: Mapping[str, int], num_devices: int) -> dict[str, i
     return sizes
 
 
-def make_mesh(axes: Mapping[str, int], devices=None) -> Mesh:
-    """A mesh over ``devices`` (default: all) with Auto axis types, axes in ``MESH_AXES`` order."""
+def make_mesh(axes: Any, devices=None) -> Mesh:
+    """A mesh over ``devices`` (default: all) with Auto axis types, axes in ``MESH_AXES`` order.
+
+    ``axes``: ``{"data": 2, "fsdp": -1, ...}`` (a dict or ``ml_collections.ConfigDict``; missing axes are 1,
+    one axis may be -1 = the remaining devices) or a tuple ``(data, fsdp, expert, tensor)``. The sizes'
+    product must equal the number of devices.
+    """
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_axis_sizes(axes, len(devices))
     shape = tuple(sizes[name] for name in MESH_AXES)

@@ -37,7 +37,7 @@ def test_sharded_forward_and_grad_equal_single_device(reference, axes):
             sharded, jax.device_put(tokens, batch), jax.device_put(seg, batch))
     np.testing.assert_allclose(logits, logits_ref, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_params_are_born_sharded():
@@ -58,4 +58,17 @@ def test_mesh_errors_are_clear():
         sharding.make_mesh(dict(model=8))
     with pytest.raises(ValueError, match="only one mesh axis may be -1"):
         sharding.make_mesh(dict(data=-1, fsdp=-1))
+    with pytest.raises(ValueError, match="need 4 entries"):
+        sharding.make_mesh((2, 4))
+    with pytest.raises(TypeError, match="mesh axis sizes must be ints"):
+        sharding.make_mesh(dict(data=8.0))
     assert sharding.make_mesh(dict(data=-1, tensor=2)).shape["data"] == 4
+
+
+def test_mesh_from_tuple_and_config_dict_with_auto_axes():
+    mesh = sharding.make_mesh((1, 2, 2, 2))
+    assert dict(mesh.shape) == dict(data=1, fsdp=2, expert=2, tensor=2)
+    assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
+    from nemocascade import configs
+    assert dict(sharding.make_mesh(configs.mesh_config(data=-1, expert=4)).shape) == dict(data=2, fsdp=1, expert=4,
+                                                                                          tensor=1)

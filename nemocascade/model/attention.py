@@ -1,22 +1,29 @@
 """Grouped-query attention with packed segments and a per-row KV cache.
 
 Masking rule: query ``i`` attends key ``j`` iff ``j <= i`` (by slot) and both lie in the same non-zero
-segment. With a cache, slot = ``cache.lengths[b] + t`` and keys are the cache's written slots.
+segment. With a cache, token ``t`` of row ``b`` goes to slot ``lengths[b] + t`` and attends the written,
+valid slots ``j <= its slot`` and ``j < lengths[b] + valid[b]``; writes past the cache's end are dropped.
 Shapes: q [B, T, H, Dh], k/v [B, S, K, Dh] with ``G = H // K`` query heads per KV head (grouped by
 reshape, never repeated).
+
+Backends (``cfg.kernel_impl``): "xla" runs ``grouped_attention`` below; the Pallas kernels replace it in
+``self_attention`` (flash attention) and, for single-token decode steps, in ``cached_attention``
+(decode attention). A cached call with several tokens (prefill) always runs the XLA path.
 """
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from nemocascade.model.config import ModelConfig
+from nemocascade.model.kernels import pallas_op
 from nemocascade.model.layers import RMSNorm, apply_rope, at_least_f32, dtype_of, param
 
 
 def grouped_attention(q, k, v, mask):
-    """Softmax attention in float32 (float64 for float64 inputs). q [B,T,H,Dh], k/v [B,S,K,Dh], mask bool[B,T,S] -> [B,T,H,Dh].
+    """Softmax attention in float32 (float64 for float64 inputs).
+
+    q [B,T,H,Dh], k/v [B,S,K,Dh], mask bool[B,T,S] -> [B,T,H,Dh] in q's dtype.
 
     Rows with no visible key (padding queries) return zeros.
     """
@@ -43,10 +50,14 @@ def self_attention_mask(segment_ids):
 
 
 def write_cache(cache_kv, new, starts):
-    """Writes new [B, T, K, Dh] into cache [B, S, K, Dh] at row-wise slot offsets ``starts`` int32[B]."""
-    def one(row_cache, row_new, start):
-        return jax.lax.dynamic_update_slice(row_cache, row_new.astype(row_cache.dtype), (start, 0, 0))
-    return jax.vmap(one)(cache_kv, new, starts)
+    """Writes new [B, T, K, Dh] into cache [B, S, K, Dh] at slots ``starts[b] + t`` (starts int32[B]).
+
+    Slots >= S are dropped (not clamped), so right padding that runs past the end never shifts the
+    valid tokens' slots.
+    """
+    b, t = new.shape[:2]
+    slots = starts[:, None] + jnp.arange(t, dtype=starts.dtype)[None, :]
+    return cache_kv.at[jnp.arange(b)[:, None], slots].set(new.astype(cache_kv.dtype), mode="drop")
 
 
 def cached_attention_mask(lengths, num_new_valid, t, s):
@@ -55,6 +66,28 @@ def cached_attention_mask(lengths, num_new_valid, t, s):
     key_slot = jnp.arange(s)[None, None, :]                                       # [1, 1, S]
     written = key_slot < (lengths + num_new_valid)[:, None, None]
     return (key_slot <= query_slot[:, :, None]) & written
+
+
+def self_attention(q, k, v, segment_ids, impl: str):
+    """Causal attention inside segments (no cache). q [B,T,H,Dh], k/v [B,T,K,Dh] -> [B,T,H,Dh]."""
+    if impl == "xla":
+        return grouped_attention(q, k, v, self_attention_mask(segment_ids))
+    return pallas_op("attention.ops", "flash_attention", impl)(q, k, v, segment_ids=segment_ids, causal=True,
+                                                               impl=impl)
+
+
+def cached_attention(q, keys, values, lengths, num_new_valid, impl: str):
+    """Queries at slots ``lengths + t`` over the updated cache keys/values [B,S,K,Dh] -> [B,T,H,Dh].
+
+    Single-token steps may use the Pallas decode kernel: ``decode_attention(.., lengths + 1)`` puts the
+    query at slot ``lengths[b]`` and lets it see slots ``<= lengths[b]``, exactly the mask below for a valid
+    token (for a padding token, whose output nothing reads, it also sees its own slot).
+    """
+    t = q.shape[1]
+    if impl != "xla" and t == 1:
+        return pallas_op("attention.ops", "decode_attention", impl)(q, keys, values, lengths + 1, impl=impl)
+    mask = cached_attention_mask(lengths, num_new_valid, t, keys.shape[1])
+    return grouped_attention(q, keys, values, mask)
 
 
 class Attention(nn.Module):
@@ -82,13 +115,12 @@ class Attention(nn.Module):
             q = apply_rope(q, positions, cfg.rope_theta)
             k = apply_rope(k, positions, cfg.rope_theta)
         if layer_cache is None:
-            out = grouped_attention(q, k, v, self_attention_mask(segment_ids))
+            out = self_attention(q, k, v, segment_ids, cfg.kernel_impl)
             new_cache = None
         else:
             keys = write_cache(layer_cache["k"], k, lengths)
             values = write_cache(layer_cache["v"], v, lengths)
             valid = jnp.sum(segment_ids > 0, axis=1)
-            mask = cached_attention_mask(lengths, valid, x.shape[1], keys.shape[1])
-            out = grouped_attention(q, keys, values, mask)
+            out = cached_attention(q, keys, values, lengths, valid, cfg.kernel_impl)
             new_cache = {"k": keys, "v": values}
         return jnp.einsum("bthk,hkd->btd", out, wo), new_cache

@@ -2,15 +2,30 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Mapping
+
+import numpy as np
 
 BLOCK_KINDS = ("attention+moe", "attention+mlp", "attention", "moe", "mlp")
 ACTIVATIONS = ("swiglu", "squared_relu")
 ROUTER_SCORES = ("softmax", "sigmoid")
 DTYPES = ("float32", "bfloat16", "float64")
 MOE_IMPLS = ("ragged", "dense")
-KERNEL_IMPLS = ("xla", "auto", "tpu", "gpu", "interpret")
+KERNEL_IMPLS = ("xla", "auto", "tpu", "gpu", "interpret", "interpret_tpu")   # see pallas_kernels/*/ops.py
 REMAT_POLICIES = ("none", "full", "dots")
+
+# Field annotation -> (predicate, what is expected); checked for every field before the value checks.
+_TYPE_CHECKS = {
+    "int": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool), "an int"),
+    "int | None": (lambda v: v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+                   "an int or None"),
+    "float": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool), "a number"),
+    "bool": (lambda v: isinstance(v, (bool, np.bool_)), "a bool"),
+    "str": (lambda v: isinstance(v, str), "a str"),
+    "tuple[str, ...]": (lambda v: isinstance(v, tuple) and all(isinstance(k, str) for k in v),
+                        "a sequence of str"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +76,17 @@ class ModelConfig:
     def __post_init__(self):
         def fail(msg):
             raise ValueError(f"ModelConfig: {msg}")
-        object.__setattr__(self, "block_pattern", tuple(self.block_pattern))
+        if isinstance(self.block_pattern, str):
+            raise TypeError(f"ModelConfig: block_pattern must be a sequence of block kinds such as "
+                            f"('attention+moe',), got the string {self.block_pattern!r}")
+        if isinstance(self.block_pattern, (list, tuple)):
+            object.__setattr__(self, "block_pattern", tuple(self.block_pattern))
+        for field in dataclasses.fields(self):
+            check, expected = _TYPE_CHECKS[field.type]
+            value = getattr(self, field.name)
+            if not check(value):
+                raise TypeError(f"ModelConfig: {field.name} must be {expected}, got {value!r} "
+                                f"({type(value).__name__})")
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "max_seq_len",
                      "mlp_hidden_size", "num_experts", "num_experts_per_tok", "expert_hidden_size"):
             if int(getattr(self, name)) < 1:
@@ -79,6 +104,8 @@ class ModelConfig:
             fail(f"num_heads={self.num_heads} does not divide d_model={self.d_model} (or set head_dim)")
         if self.head_dim is not None and self.head_dim < 1:
             fail(f"head_dim must be >= 1, got {self.head_dim}")
+        if self.use_rope and self.resolved_head_dim % 2:
+            fail(f"rotary embeddings need an even head dim, got {self.resolved_head_dim} (or set use_rope=False)")
         if self.num_heads % self.num_kv_heads:
             fail(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
         if self.num_experts_per_tok > self.num_experts:
@@ -88,8 +115,20 @@ class ModelConfig:
                             ("moe_impl", MOE_IMPLS), ("kernel_impl", KERNEL_IMPLS), ("remat", REMAT_POLICIES)):
             if getattr(self, name) not in valid:
                 fail(f"{name}={getattr(self, name)!r} is not one of {valid}")
-        if self.rms_norm_eps <= 0:
-            fail(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+        for name in ("rms_norm_eps", "rope_theta", "routed_scaling_factor"):
+            if getattr(self, name) <= 0:
+                fail(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("router_bias_update_rate", "aux_loss_weight", "router_z_loss_weight"):
+            if getattr(self, name) < 0:
+                fail(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.router_bias_update_rate > 0 and self.router_score != "sigmoid":
+            fail(f"router_bias_update_rate={self.router_bias_update_rate} needs router_score='sigmoid' "
+                 f"(only the sigmoid router selects experts with the correction bias)")
+        if self.shared_expert_hidden_size is not None:
+            if self.shared_expert_hidden_size < 0:
+                fail(f"shared_expert_hidden_size must be >= 0, got {self.shared_expert_hidden_size}")
+            if self.shared_expert_hidden_size > 0 and self.num_shared_experts == 0:
+                fail(f"shared_expert_hidden_size={self.shared_expert_hidden_size} is set but num_shared_experts=0")
 
     @property
     def layer_kinds(self) -> tuple[str, ...]:
@@ -114,14 +153,19 @@ class ModelConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
-        unknown = sorted(set(values) - set(cls.field_names()))
+    def check_field_names(cls, names) -> None:
+        """ValueError naming the unknown field(s) and listing the valid ones."""
+        unknown = sorted(set(names) - set(cls.field_names()))
         if unknown:
             raise ValueError(f"ModelConfig: unknown field(s) {unknown}; valid fields: {list(cls.field_names())}")
-        return cls(**dict(values))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+        """From a mapping (a plain dict or an ``ml_collections.ConfigDict``'s ``to_dict()``)."""
+        values = dict(values)
+        cls.check_field_names(values)
+        return cls(**values)
 
     def replace(self, **changes) -> "ModelConfig":
-        unknown = sorted(set(changes) - set(self.field_names()))
-        if unknown:
-            raise ValueError(f"ModelConfig: unknown field(s) {unknown}; valid fields: {list(self.field_names())}")
+        self.check_field_names(changes)
         return dataclasses.replace(self, **changes)

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec
 from nemocascade.model.config import ModelConfig
 
 # Logical activation axes -> mesh axes (kept here so the model needs nothing from sharding.py).
-ACTIVATION_RULES = {"batch": ("data", "fsdp", "expert"), "tokens": ("data", "fsdp", "expert")}
+ACTIVATION_RULES = {"batch": ("data", "fsdp", "expert")}
 
 
 def dtype_of(name: str):
@@ -40,8 +40,13 @@ def at_least_f32(x: jax.Array) -> jax.Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def param(module: nn.Module, name: str, shape, axes, init, cfg: ModelConfig):
-    return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype_of(cfg.param_dtype))
+def param(module: nn.Module, name: str, shape, axes, init, cfg: ModelConfig, *, at_least_float32: bool = False):
+    """A parameter in ``cfg.param_dtype`` (or float32 if that is narrower and ``at_least_float32``),
+    annotated with logical axis names ``axes`` (one per dimension, None = replicated)."""
+    dtype = dtype_of(cfg.param_dtype)
+    if at_least_float32:
+        dtype = jnp.promote_types(dtype, jnp.float32)
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
 
 
 class RMSNorm(nn.Module):

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from nemocascade.model.config import ModelConfig
+from nemocascade.model.kernels import pallas_op
 from nemocascade.model.layers import MLP, activate, at_least_f32, dtype_of, param
 
 
@@ -34,9 +35,13 @@ def route(logits, bias, cfg: ModelConfig):
 
 
 def expert_matmul(x_sorted, weights, group_sizes, impl: str):
-    """[M, A] x [E, A, C] over rows grouped by expert -> [M, C] (the Pallas gmm plugs in here)."""
-    del impl  # only the XLA path exists in the model for now
-    return jax.lax.ragged_dot(x_sorted, weights, group_sizes)
+    """[M, A] x [E, A, C] over rows grouped by expert (group_sizes int32[E]) -> [M, C].
+
+    ``impl="xla"``: ``jax.lax.ragged_dot``; otherwise the Pallas grouped matmul ``pallas_kernels.gmm``.
+    """
+    if impl == "xla":
+        return jax.lax.ragged_dot(x_sorted, weights, group_sizes)
+    return pallas_op("gmm.ops", "gmm", impl)(x_sorted, weights, group_sizes, impl=impl)
 
 
 class MoE(nn.Module):
@@ -44,7 +49,12 @@ class MoE(nn.Module):
 
     @nn.compact
     def __call__(self, x, valid):
-        """x [B, T, D], valid bool[B, T] -> (y [B, T, D], stats dict)."""
+        """x [B, T, D], valid bool[B, T] (False: padding) -> (y [B, T, D], stats).
+
+        stats (float32, padding excluded): ``expert_load`` [E] token copies routed to each expert,
+        ``balance_loss`` (E * sum_e load fraction_e * mean normalised score_e; 1 when balanced) and
+        ``z_loss`` (mean squared logsumexp of the router logits); both unweighted scalars.
+        """
         cfg = self.cfg
         b, t, d = x.shape
         e, f, k = cfg.num_experts, cfg.expert_hidden_size, cfg.num_experts_per_tok
@@ -53,7 +63,8 @@ class MoE(nn.Module):
         stat_dtype = jnp.promote_types(dtype, jnp.float32)
         valid_flat = valid.reshape(b * t).astype(stat_dtype)
         router = param(self, "router", (d, e), ("embed", None), nn.initializers.normal(stddev=d ** -0.5), cfg)
-        bias = param(self, "router_bias", (e,), (None,), nn.initializers.zeros, cfg)
+        # The correction bias moves in steps of router_bias_update_rate (~1e-3): kept in float32 at least.
+        bias = param(self, "router_bias", (e,), (None,), nn.initializers.zeros, cfg, at_least_float32=True)
         logits = at_least_f32(tokens) @ at_least_f32(router)
         weights, expert_ids, scores = route(logits, bias, cfg)
 
@@ -73,7 +84,7 @@ class MoE(nn.Module):
         if cfg.resolved_shared_hidden > 0:
             y = y + MLP(cfg, cfg.resolved_shared_hidden, cfg.moe_activation, name="shared")(tokens)
 
-        counts = jnp.sum(jax.nn.one_hot(expert_ids, e, dtype=stat_dtype) * valid_flat[:, None, None], axis=(0, 1))
+        counts = jax.ops.segment_sum(jnp.repeat(valid_flat, k), expert_ids.reshape(-1), num_segments=e)
         num_valid = jnp.maximum(jnp.sum(valid_flat), 1.0)
         # Switch-style balance loss over valid tokens: E * sum_e (fraction routed to e) * (mean score of e).
         mean_scores = jnp.sum(scores / jnp.sum(scores, -1, keepdims=True) * valid_flat[:, None], 0) / num_valid

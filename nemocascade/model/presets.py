@@ -20,7 +20,7 @@ def tiny() -> ModelConfig:
 
 
 def small_100m() -> ModelConfig:
-    """~110M total parameters MoE for throughput benchmarks."""
+    """~120M total / ~54M active parameters MoE (16 experts, top-2) for throughput benchmarks."""
     return ModelConfig(vocab_size=32768, d_model=512, num_layers=8, num_heads=8, num_kv_heads=4, num_experts=16,
                        num_experts_per_tok=2, num_shared_experts=1, expert_hidden_size=384, max_seq_len=4096)
 
@@ -30,9 +30,13 @@ def nano30b() -> ModelConfig:
     heads / 2 KV heads / head dim 128 without positional encoding; 128 routed experts, top-6, width 1856,
     squared-ReLU, sigmoid router + correction bias, normalised top-k, scaling 2.5, one shared MLP of 3712).
 
+    Sources: the NVIDIA-Nemotron-3-Nano-30B-A3B-BF16 model card and config.json on Hugging Face and the
+    Nemotron 3 Nano tech report (arXiv:2512.20848): 31.6B total, 3.2B active (3.6B with embeddings).
+
     The 23 Mamba-2 layers of the real model are NOT modelled yet: the layer list is the published pattern
-    with the M layers left out (23 MoE + 6 attention layers), so ``param_count`` is ~0.9B short of the
-    published 31.6B total.
+    with the M layers left out (23 MoE + 6 attention layers), so ``param_count`` gives 30.69B total /
+    2.69B active, short by the Mamba-2 layers' 0.89B (``tests/model/test_config_and_counts.py`` adds them
+    by hand and recovers the published figures).
     """
     kinds = tuple({"E": "moe", "*": "attention"}[c] for c in NANO_PATTERN if c != "M")
     return ModelConfig(vocab_size=131072, d_model=2688, num_layers=len(kinds), block_pattern=kinds, num_heads=32,

@@ -3,9 +3,13 @@
 ``forward(params, cfg, tokens, *, positions=None, segment_ids=None, cache=None) -> (logits, aux)``:
 tokens int32[B, T]; segment_ids int32[B, T] (0 = padding; packed rows number their segments 1, 2, ...);
 positions default to the offset inside each segment (or to the cache slot when a cache is given).
-Logits are float32[B, T, V]. ``aux``: ``moe_aux_loss`` and ``router_z_loss`` (already weighted, f32
-scalars), ``expert_load`` f32[num_moe_layers, E] (valid-token copies routed to each expert), and with a
-cache, ``cache`` (the updated cache).
+Logits are float32[B, T, V] (float64 for float64 configs), whatever the compute dtype. ``aux``:
+``moe_aux_loss`` and ``router_z_loss`` (weighted by ``aux_loss_weight`` / ``router_z_loss_weight``, scalars
+averaged over MoE layers), their unweighted ``balance_loss`` / ``z_loss``, ``expert_load``
+f32[num_moe_layers, E] (valid-token copies routed to each expert, MoE layers in layer order), and with a
+cache, ``cache`` (the updated cache; see ``init_cache`` and ``attention.py`` for the slot rule).
+Padding tokens (segment 0) are attended by no other token and count in no MoE statistic; their own
+outputs are meaningless (and get no gradient from a loss that masks them).
 """
 from __future__ import annotations
 
@@ -105,12 +109,28 @@ def logical_axes(cfg: ModelConfig):
     return nn.get_partition_spec(boxed["params"])
 
 
-def _check_tokens(tokens, segment_ids, positions, cfg: ModelConfig):
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must be int32[B, T], got shape {tokens.shape}")
-    for name, arr in (("segment_ids", segment_ids), ("positions", positions)):
-        if arr is not None and arr.shape != tokens.shape:
-            raise ValueError(f"{name} shape {arr.shape} differs from tokens shape {tokens.shape}")
+def _check_inputs(tokens, segment_ids, positions, cache, cfg: ModelConfig):
+    """Shape/dtype errors at trace time, before anything is compiled."""
+    for name, arr in (("tokens", tokens), ("segment_ids", segment_ids), ("positions", positions)):
+        if arr is None:
+            continue
+        if not jnp.issubdtype(jnp.result_type(arr), jnp.integer):
+            raise TypeError(f"{name} must be an integer array (int32[B, T]), got dtype {jnp.result_type(arr)}")
+        if jnp.ndim(arr) != 2:
+            raise ValueError(f"{name} must be int32[B, T], got shape {jnp.shape(arr)}")
+        if jnp.shape(arr) != jnp.shape(tokens):
+            raise ValueError(f"{name} shape {jnp.shape(arr)} differs from tokens shape {jnp.shape(tokens)}")
+    if cache is None:
+        return
+    layers = _attention_layer_names(cfg)
+    if set(cache) != {"lengths", "layers"} or set(cache["layers"]) != set(layers):
+        raise ValueError(f"cache must have init_cache's structure: 'lengths' and 'layers' with {layers}")
+    if jnp.shape(cache["lengths"]) != (tokens.shape[0],):
+        raise ValueError(f"cache lengths shape {jnp.shape(cache['lengths'])} does not match the batch size "
+                         f"{tokens.shape[0]} of tokens")
+    capacity = jnp.shape(next(iter(cache["layers"].values()))["k"])[1] if cache["layers"] else None
+    if capacity is not None and tokens.shape[1] > capacity:
+        raise ValueError(f"{tokens.shape[1]} tokens do not fit a cache of {capacity} slots")
 
 
 def forward(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=None, cache=None):
@@ -127,7 +147,8 @@ def hidden_states(params, cfg: ModelConfig, tokens, *, positions=None, segment_i
 
 
 def _run(params, cfg, tokens, positions, segment_ids, cache, *, with_head):
-    _check_tokens(tokens, segment_ids, positions, cfg)
+    tokens, positions, segment_ids = (None if a is None else jnp.asarray(a) for a in (tokens, positions, segment_ids))
+    _check_inputs(tokens, segment_ids, positions, cache, cfg)
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
     if positions is None:
@@ -154,13 +175,19 @@ def _run(params, cfg, tokens, positions, segment_ids, cache, *, with_head):
 
 def init_cache(cfg: ModelConfig, batch_size: int, max_len: int, dtype=None):
     """An empty KV cache: ``{"lengths": int32[B], "layers": {layer_i: {"k", "v": [B, S, K, Dh]}}}``."""
+    if batch_size < 1 or max_len < 1:
+        raise ValueError(f"init_cache needs batch_size >= 1 and max_len >= 1, got {batch_size} and {max_len}")
     if max_len > cfg.max_seq_len:
         raise ValueError(f"cache length {max_len} exceeds max_seq_len={cfg.max_seq_len}")
     dtype = dtype or dtype_of(cfg.dtype)
     shape = (batch_size, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
-    layers = {f"layer_{i}": {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-              for i, kind in enumerate(cfg.layer_kinds) if "attention" in kind}
+    layers = {name: {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+              for name in _attention_layer_names(cfg)}
     return {"lengths": jnp.zeros((batch_size,), jnp.int32), "layers": layers}
+
+
+def _attention_layer_names(cfg: ModelConfig) -> list[str]:
+    return [f"layer_{i}" for i, kind in enumerate(cfg.layer_kinds) if "attention" in kind]
 
 
 def update_router_bias(params, expert_load, rate: float):
@@ -170,6 +197,8 @@ def update_router_bias(params, expert_load, rate: float):
     """
     names = sorted((k for k in params if k.startswith("layer_") and "moe" in params[k]),
                    key=lambda k: int(k.split("_")[1]))
+    if jnp.shape(expert_load)[:1] != (len(names),):
+        raise ValueError(f"expert_load must be [num_moe_layers={len(names)}, E], got shape {jnp.shape(expert_load)}")
     new = dict(params)
     for row, name in enumerate(names):
         load = expert_load[row]

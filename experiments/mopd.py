@@ -1,0 +1,72 @@
+"""The main job: a tiny Nemotron-Cascade 2 up to MOPD (SFT -> IF-RL -> math RL -> MOPD).
+
+MOPD's teachers are chosen per domain from the ledger: the earlier checkpoint with the best held-out
+score on that domain (the paper: math <- SFT, preference <- RLHF branch, multi-domain <- IF-RL + MD-RL).
+
+Presets: ``tiny`` (default; CPU, < 15 minutes) and ``nano30b`` (RECIPE.md settings: 128 prompts x 4
+rollouts, 98K-token responses, lr 2e-6 with a 30-step warmup from 2e-7, 52 steps, on a TPU mesh).
+"""
+from nemocascade import configs
+
+
+def get_config(preset: str = "tiny"):
+    if preset == "tiny":
+        rl_opt = dict(learning_rate=2e-4, schedule="constant", warmup_steps=0, b1=0.9, b2=0.95)
+        stages = {
+            "sft": configs.stage("sft", data=configs.sft_data_config(),
+                                 optimizer=configs.optimizer_config(
+                                     learning_rate=3e-3, schedule="cosine", warmup_steps=30,
+                                     end_learning_rate=3e-4, total_steps=600, b2=0.98, weight_decay=0.1),
+                                 train=configs.train_config(steps=600, log_every=20, checkpoint_every=100)),
+            "if_rl": configs.stage("grpo", rl=configs.rl_config(domains=("if",)),
+                                   optimizer=configs.optimizer_config(**rl_opt),
+                                   train=configs.train_config(steps=20, log_every=5, checkpoint_every=10)),
+            "math_rl": configs.stage("grpo", rl=configs.rl_config(domains=("math",)),
+                                     optimizer=configs.optimizer_config(**rl_opt),
+                                     train=configs.train_config(steps=20, log_every=5, checkpoint_every=10)),
+            "mopd": configs.stage("mopd", rl=configs.rl_config(domains=("math", "if"), num_samples=4,
+                                                               aggregation="seq_mean_token_mean"),
+                                  optimizer=configs.optimizer_config(**rl_opt),
+                                  train=configs.train_config(steps=20, log_every=5, checkpoint_every=10)),
+        }
+        return configs.cascade_config(name="mopd", model="tiny", mesh=configs.mesh_config(),
+                                      order=("sft", "if_rl", "math_rl", "mopd"), stages=stages,
+                                      eval_cfg=configs.eval_config(domains=("math", "if")),
+                                      data=configs.shared_data_config())
+    if preset == "nano30b":
+        rl_opt = dict(learning_rate=3e-6, schedule="constant", b1=0.9, b2=0.95)
+        long_rl = dict(prompts_per_step=128, num_samples=16, max_new_tokens=49152, max_prompt_tokens=16384)
+        stages = {
+            "sft": configs.stage("sft", data=configs.sft_data_config(jsonl="REQUIRED: path/to/sft.jsonl",
+                                                                     seq_len=262144, batch_size=64),
+                                 optimizer=configs.optimizer_config(
+                                     learning_rate=5e-5, schedule="cosine", warmup_steps=200,
+                                     end_learning_rate=5e-6, total_steps=20000, b2=0.98, weight_decay=0.1),
+                                 train=configs.train_config(steps=20000, log_every=10, checkpoint_every=500)),
+            "if_rl": configs.stage("grpo", rl=configs.rl_config(domains=("if",), jsonl="REQUIRED: if_rl.jsonl",
+                                                                **long_rl),
+                                   optimizer=configs.optimizer_config(**rl_opt),
+                                   train=configs.train_config(steps=180, log_every=1, checkpoint_every=10,
+                                                              freeze_router=True)),
+            "math_rl": configs.stage("grpo", rl=configs.rl_config(domains=("math",),
+                                                                  jsonl="REQUIRED: multi_domain_rl.jsonl", **long_rl),
+                                     optimizer=configs.optimizer_config(**rl_opt),
+                                     train=configs.train_config(steps=70, log_every=1, checkpoint_every=10,
+                                                                freeze_router=True)),
+            "mopd": configs.stage("mopd", rl=configs.rl_config(domains=("math", "if"), jsonl="REQUIRED: mopd.jsonl",
+                                                               prompts_per_step=128, num_samples=4,
+                                                               max_new_tokens=98304, max_prompt_tokens=16384,
+                                                               aggregation="seq_mean_token_mean"),
+                                  optimizer=configs.optimizer_config(learning_rate=2e-6, schedule="constant",
+                                                                     warmup_steps=30, init_learning_rate=2e-7),
+                                  train=configs.train_config(steps=52, log_every=1, checkpoint_every=4,
+                                                             freeze_router=True)),
+        }
+        return configs.cascade_config(name="mopd", model="nano30b",
+                                      mesh=configs.mesh_config(data=1, fsdp=8, expert=8, tensor=1),
+                                      order=("sft", "if_rl", "math_rl", "mopd"), stages=stages,
+                                      eval_cfg=configs.eval_config(domains=("math", "if"), num_examples=512,
+                                                                   max_new_tokens=98304),
+                                      data=configs.shared_data_config(tokenizer="REQUIRED: tokenizer.model",
+                                                                      thinking=True))
+    raise ValueError(f"unknown preset {preset!r} for experiments/mopd.py; known: tiny, nano30b")

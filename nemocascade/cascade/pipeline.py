@@ -1,0 +1,116 @@
+"""Runs a config: one stage, or an ordered cascade of stages with a ledger and MOPD teacher selection.
+
+A cascade config has ``kind = "cascade"``, shared fields (``seed``, ``model``, ``mesh``, ``data``,
+``eval``), ``order`` (stage names) and ``stages.<name>`` (each with its ``kind``, ``optimizer``, ``train``
+and ``data``/``rl`` fields). Stage ``<name>`` lives in ``workdir/<name>/``; it starts from the previous
+stage's final params; after it ends every domain of ``eval.domains`` is evaluated and appended to
+``workdir/ledger.json``. A stage already in the ledger is skipped; an interrupted one resumes from its
+last checkpoint. A MOPD stage's teachers are, per domain, the best earlier ledger entry.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+
+import jax
+import ml_collections
+from absl import logging
+
+from nemocascade import data as data_lib
+from nemocascade import model as model_lib
+from nemocascade import sharding as sharding_lib
+from nemocascade.cascade.ledger import Ledger
+from nemocascade.checkpoint import restore_params
+from nemocascade.stages import evaluate, grpo, mopd, sft
+
+STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run}
+SHARED_FIELDS = ("seed", "model", "mesh", "eval")
+
+
+def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """The full single-stage config of cascade stage ``name`` (shared fields + the stage's own)."""
+    if name not in config.stages:
+        raise ValueError(f"cascade order names stage {name!r}, but config.stages has {sorted(config.stages)}")
+    own = config.stages[name]
+    merged = ml_collections.ConfigDict({"name": name, **{k: config[k] for k in SHARED_FIELDS}})
+    for key, value in own.items():
+        merged[key] = value
+    data = ml_collections.ConfigDict(config.data.to_dict())
+    for key, value in own.get("data", {}).items():
+        data[key] = value
+    merged.data = data
+    return merged
+
+
+def _previous_params(config, workdir: str, previous: str, mesh):
+    model_cfg = model_lib.ModelConfig.from_dict(config.model.to_dict())
+    shapes = jax.eval_shape(lambda r: model_lib.init_params(model_cfg, r), jax.random.PRNGKey(0))
+    shardings = sharding_lib.param_shardings(mesh, model_cfg)
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    return restore_params(os.path.join(workdir, previous, "checkpoints"), abstract)
+
+
+def _evaluate(config, stage_cfg, ctx, params) -> dict:
+    tokenizer = data_lib.load_tokenizer(stage_cfg.data.tokenizer)
+    return evaluate.evaluate_domains(params, ctx.model_cfg, tokenizer, domains=config.eval.domains,
+                                     num_examples=config.eval.num_examples,
+                                     max_new_tokens=config.eval.max_new_tokens, seed=config.seed,
+                                     thinking=stage_cfg.data.thinking, mesh=ctx.mesh)
+
+
+def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
+    ledger = Ledger(os.path.join(workdir, "ledger.json"))
+    mesh = sharding_lib.make_mesh(config.mesh.to_dict())
+    done: list[str] = []
+    for name in config.order:
+        stage_cfg = stage_config(config, name)
+        stage_dir = os.path.join(workdir, name)
+        if ledger.entry(name) is not None:
+            logging.info("stage %s is in the ledger: skipped", name)
+            done.append(name)
+            continue
+        teachers = None
+        if stage_cfg.kind == "mopd":
+            teachers = {d: ledger.best_for(d, among=done) for d in stage_cfg.rl.domains}
+            with stage_cfg.unlocked():
+                stage_cfg.rl.teachers = {d: e["checkpoint_dir"] for d, e in teachers.items()}
+        runner = STAGE_RUNNERS.get(stage_cfg.kind)
+        if runner is None:
+            raise ValueError(f"stage {name!r} has kind {stage_cfg.kind!r}; known: {sorted(STAGE_RUNNERS)}")
+        initial = _previous_params(config, workdir, done[-1], mesh) if done else None
+        ctx, state = runner(stage_cfg, stage_dir, initial_params=initial)
+        del initial
+        scores = _evaluate(config, stage_cfg, ctx, state.params)
+        entry = {"stage": name, "kind": stage_cfg.kind, "checkpoint_dir": ctx.checkpoint_dir,
+                 "step": int(state.step), "scores": scores}
+        if teachers is not None:
+            entry["teachers"] = {d: {"stage": e["stage"], "checkpoint_dir": e["checkpoint_dir"]}
+                                 for d, e in teachers.items()}
+        ledger.append(entry)
+        _print_scores(name, scores)
+        done.append(name)
+        del state, ctx
+        gc.collect()
+    return ledger
+
+
+def _print_scores(stage: str, scores: dict) -> None:
+    for domain, result in scores.items():
+        print(f"[{stage}] eval {domain}: pass@1 {result['pass_at_1']:.3f}, mean reward {result['mean_reward']:.3f} "
+              f"({result['num_examples']} held-out prompts)", flush=True)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Entry used by ``nemocascade.launch``: a cascade, or a single stage treated as a one-stage cascade."""
+    if config.kind == "cascade":
+        run_cascade(config, workdir)
+        return
+    runner = STAGE_RUNNERS.get(config.kind)
+    if runner is None:
+        raise ValueError(f"config.kind={config.kind!r} is not known; known: cascade, {sorted(STAGE_RUNNERS)}")
+    ctx, state = runner(config, workdir)
+    scores = _evaluate(config, config, ctx, state.params)
+    with open(os.path.join(workdir, "eval.json"), "w") as f:
+        json.dump(scores, f, indent=2, sort_keys=True)
+    _print_scores(config.name, scores)

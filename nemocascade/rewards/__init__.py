@@ -1,0 +1,20 @@
+"""Verifiable rewards by domain: math answers, instruction-following rules, code in a sandbox.
+
+``get_reward_fn(domain, **options).score(samples) -> (rewards f32[N], infos)``; see ``base.py`` for the
+contract and the shaping options, ``registry.py`` for adding domains, ``SANDBOX.md`` for code isolation.
+"""
+from nemocascade.rewards.base import RewardFn, Shaping, Verification
+from nemocascade.rewards.code_reward import CodeReward, extract_code
+from nemocascade.rewards.code_sandbox import (Sandbox, SandboxError, SandboxLimits, Submission, SubmissionResult,
+                                              shared_sandbox)
+from nemocascade.rewards.if_reward import InstructionFollowingReward
+from nemocascade.rewards.math_reward import MathReward
+from nemocascade.rewards.math_verify import MathVerifier, extract_answer, extract_boxed
+from nemocascade.rewards.registry import get_reward_fn, register, registered_domains
+from nemocascade.rewards.thinking import split_thinking
+
+__all__ = [
+    "CodeReward", "InstructionFollowingReward", "MathReward", "MathVerifier", "RewardFn", "Sandbox", "SandboxError",
+    "SandboxLimits", "Shaping", "Submission", "SubmissionResult", "Verification", "extract_answer", "extract_boxed",
+    "extract_code", "get_reward_fn", "register", "registered_domains", "shared_sandbox", "split_thinking",
+]

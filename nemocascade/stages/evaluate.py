@@ -1,0 +1,41 @@
+"""Per-domain evaluation: greedy pass@1 and mean reward on held-out prompts with a fixed seed."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from nemocascade import data as data_lib
+from nemocascade import rewards as rewards_lib
+from nemocascade.rollout import generate
+from nemocascade.stages.prompts import decode_samples, encode_prompts
+
+
+def evaluate_domain(params, model_cfg, tokenizer, examples: Sequence[dict], *, domain: str,
+                    max_new_tokens: int, thinking: bool = False, batch_size: int = 64, mesh=None) -> dict:
+    """Greedy decoding on ``examples``; returns ``{"pass_at_1", "mean_reward", "num_examples"}``.
+
+    pass@1 counts a response as solved when its reward is 1.0 (the verifiers' full score).
+    """
+    reward_fn = rewards_lib.get_reward_fn(domain)
+    all_rewards = []
+    for start in range(0, len(examples), batch_size):
+        chunk = list(examples[start:start + batch_size])
+        rollouts = generate(params, model_cfg, encode_prompts(chunk, tokenizer, thinking=thinking),
+                            max_new_tokens=max_new_tokens, temperature=0.0, stop_tokens=(tokenizer.eos_id,),
+                            rng=jax.random.PRNGKey(0), mesh=mesh, pad_id=tokenizer.pad_id)
+        rewards, _ = reward_fn.score(decode_samples(rollouts, chunk, tokenizer, num_samples=1))
+        all_rewards.append(np.asarray(rewards, np.float32))
+    rewards = np.concatenate(all_rewards)
+    return {"pass_at_1": float(np.mean(rewards >= 1.0)), "mean_reward": float(np.mean(rewards)),
+            "num_examples": int(rewards.size)}
+
+
+def evaluate_domains(params, model_cfg, tokenizer, *, domains: Sequence[str], num_examples: int,
+                     max_new_tokens: int, seed: int = 0, thinking: bool = False, mesh=None) -> dict[str, dict]:
+    """Evaluates each built-in toy domain on its held-out split (same examples for every checkpoint)."""
+    return {domain: evaluate_domain(params, model_cfg, tokenizer,
+                                    data_lib.toy_examples(domain, "heldout", num_examples, seed=seed),
+                                    domain=domain, max_new_tokens=max_new_tokens, thinking=thinking, mesh=mesh)
+            for domain in domains}

@@ -1,0 +1,55 @@
+"""GRPO (IF-RL, multi-domain RL, code RL): rollouts -> verifiable rewards -> group advantages -> grpo_loss.
+
+Strictly on-policy as in Nemotron-Cascade 2: one update per rollout batch, so the ratio against the
+sampler's log-probs is 1 and clipping never binds; no KL term unless ``rl.kl_coef > 0``.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nemocascade import losses
+from nemocascade.stages import policy
+from nemocascade.stages.rl_common import RLStage
+
+
+def make_grpo_loss(cfg, rl: ml_collections.ConfigDict):
+    """``loss_fn(params, batch, rng)``; batch adds ``advantages`` f32[N] to the rollout batch."""
+    def loss_fn(params, batch, rng):
+        del rng
+        logprobs, aux = policy.token_logprobs(params, cfg, batch, temperature=rl.temperature)
+        loss, loss_aux = losses.grpo_loss(logprobs, batch["rollout_logprobs"], batch["advantages"], batch["mask"],
+                                          clip_eps_low=rl.clip_eps_low, clip_eps_high=rl.clip_eps_high,
+                                          aggregation=rl.aggregation)
+        total = loss + aux["moe_aux_loss"] + aux["router_z_loss"]
+        metrics = {"pg_loss": loss, **policy.moe_metrics(aux),
+                   **{k: v for k, v in loss_aux.items() if jnp.ndim(v) == 0}}
+        return total, metrics
+    return loss_fn
+
+
+def group_filter_weights(rewards: np.ndarray, group_size: int) -> np.ndarray:
+    """DAPO dynamic filtering: f32[N] 0 for rows of groups whose rewards are all equal, else 1."""
+    groups = rewards.reshape(-1, group_size)
+    informative = groups.max(axis=1) > groups.min(axis=1)
+    return np.repeat(informative, group_size).astype(np.float32)
+
+
+class GRPOStage(RLStage):
+    """Rewards from the per-domain verifiers; advantages ``(r - mean_group) / std_group``."""
+
+    def loss_fn(self):
+        return make_grpo_loss(self.ctx.model_cfg, self.config.rl)
+
+    def extra_batch(self, batch, samples, rewards):
+        rl = self.config.rl
+        advantages = np.asarray(losses.group_advantages(jnp.asarray(rewards), rl.num_samples,
+                                                        normalize_std=rl.normalize_std))
+        weights = group_filter_weights(rewards, rl.num_samples) if rl.filter_uniform_groups else None
+        kept = 1.0 if weights is None else float(weights.mean())
+        return {"advantages": advantages.astype(np.float32)}, weights, {"kept_group_fraction": kept}
+
+
+def run(config, workdir, *, initial_params=None):
+    return GRPOStage(config, workdir).run(initial_params=initial_params)

@@ -1,0 +1,98 @@
+"""MOPD: the student's rollouts scored token by token by each domain's teacher (same ``forward``).
+
+Token advantage ``a_t = log pi_teacher(y_t) - log pi_rollout(y_t)`` on the sampled token, importance
+weight gated to [is_low, is_high], aggregated per response then over responses (the paper's Eq. 4:
+``rl.aggregation = "seq_mean_token_mean"``). Teachers are params restored from earlier checkpoints; a
+checkpoint shared by several domains is loaded once. Teacher and student must share the tokenizer and
+vocabulary: that is checked against each teacher's saved config and refused otherwise.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nemocascade import losses
+from nemocascade import model as model_lib
+from nemocascade import sharding as sharding_lib
+from nemocascade.checkpoint import Checkpointer, restore_params
+from nemocascade.stages import policy
+from nemocascade.stages.rl_common import RLStage
+
+
+def make_mopd_loss(cfg, rl):
+    """``loss_fn(params, batch, rng)``; batch adds ``teacher_logprobs`` f32[N, L] to the rollout batch."""
+    def loss_fn(params, batch, rng):
+        del rng
+        logprobs, aux = policy.token_logprobs(params, cfg, batch, temperature=rl.temperature)
+        loss, loss_aux = losses.mopd_loss(logprobs, batch["rollout_logprobs"], batch["teacher_logprobs"],
+                                          batch["mask"], is_low=rl.is_low, is_high=rl.is_high,
+                                          aggregation=rl.aggregation)
+        total = loss + aux["moe_aux_loss"] + aux["router_z_loss"]
+        metrics = {"mopd_loss": loss, **policy.moe_metrics(aux),
+                   **{k: v for k, v in loss_aux.items() if jnp.ndim(v) == 0}}
+        return total, metrics
+    return loss_fn
+
+
+def check_teacher_compatible(teacher_config: dict, student_config, checkpoint_dir: str) -> model_lib.ModelConfig:
+    """Refuses a teacher whose tokenizer or vocabulary differs from the student's; returns its ModelConfig."""
+    teacher_model = model_lib.ModelConfig.from_dict(teacher_config["model"])
+    if teacher_model.vocab_size != student_config.model.vocab_size:
+        raise ValueError(f"teacher {checkpoint_dir} has vocab_size {teacher_model.vocab_size}, the student "
+                         f"{student_config.model.vocab_size}: MOPD needs a shared vocabulary")
+    teacher_tokenizer = teacher_config.get("data", {}).get("tokenizer")
+    if teacher_tokenizer != student_config.data.tokenizer:
+        raise ValueError(f"teacher {checkpoint_dir} was trained with tokenizer {teacher_tokenizer!r}, the student "
+                         f"uses {student_config.data.tokenizer!r}: MOPD needs a shared tokenizer")
+    return teacher_model
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "temperature"))
+def _teacher_logprobs(params, batch, *, cfg, temperature):
+    return policy.token_logprobs(params, cfg, batch, temperature=temperature)[0]
+
+
+class MOPDStage(RLStage):
+    """``config.rl.teachers`` maps each domain to a checkpoint directory (the cascade fills it from the ledger)."""
+
+    def __init__(self, config, workdir):
+        super().__init__(config, workdir)
+        teachers = dict(config.rl.teachers)
+        missing = sorted(set(config.rl.domains) - set(teachers))
+        if missing:
+            raise ValueError(f"rl.teachers has no checkpoint for domain(s) {missing}")
+        self.teacher_of_domain = teachers
+        self.teachers = {}  # checkpoint dir -> (ModelConfig, params); each dir loaded once
+        for directory in sorted(set(teachers.values())):
+            saved = Checkpointer(directory, async_save=False)
+            teacher_cfg = check_teacher_compatible(saved.restore_config(), config, directory)
+            saved.close()
+            shardings = sharding_lib.param_shardings(self.ctx.mesh, teacher_cfg)
+            shapes = jax.eval_shape(lambda r, c=teacher_cfg: model_lib.init_params(c, r), jax.random.PRNGKey(0))
+            abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
+                                    shardings)
+            self.teachers[directory] = (teacher_cfg, restore_params(directory, abstract))
+
+    def loss_fn(self):
+        return make_mopd_loss(self.ctx.model_cfg, self.config.rl)
+
+    def extra_batch(self, batch, samples, rewards):
+        teacher_lp = np.zeros(batch["targets"].shape, np.float32)
+        domains = np.asarray([s["domain"] for s in samples])
+        for directory, (teacher_cfg, params) in self.teachers.items():
+            rows = np.isin(domains, [d for d, t in self.teacher_of_domain.items() if t == directory])
+            if rows.any():
+                scored = np.asarray(_teacher_logprobs(params, batch, cfg=teacher_cfg,
+                                                      temperature=self.config.rl.temperature))
+                teacher_lp[rows] = scored[rows]
+        mask = np.asarray(batch["mask"])
+        gap = (teacher_lp - np.asarray(batch["rollout_logprobs"])) * mask
+        return ({"teacher_logprobs": teacher_lp}, None,
+                {"teacher_gap": float(gap.sum() / max(mask.sum(), 1.0))})
+
+
+def run(config, workdir, *, initial_params=None):
+    return MOPDStage(config, workdir).run(initial_params=initial_params)

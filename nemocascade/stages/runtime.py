@@ -1,0 +1,105 @@
+"""What every stage needs before its first step: model config, mesh, optimizer, state, checkpoints, metrics.
+
+A stage module (``sft``, ``grpo``, ``mopd``, ...) only adds its batch maker and its loss; everything
+here is shared, so all stages train through the same ``make_train_step`` and the same loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from nemocascade import hardware
+from nemocascade import model as model_lib
+from nemocascade import sharding as sharding_lib
+from nemocascade.checkpoint import Checkpointer
+from nemocascade.metrics import MetricsWriter
+from nemocascade.train import (abstract_train_state, create_train_state, make_optimizer, make_schedule,
+                               make_train_step, train_state_from_params)
+from nemocascade.train.loop import check_cadence
+
+
+@dataclasses.dataclass
+class StageContext:
+    """The pieces of a stage that do not depend on its kind."""
+
+    name: str
+    config: ml_collections.ConfigDict
+    workdir: str
+    model_cfg: model_lib.ModelConfig
+    mesh: jax.sharding.Mesh
+    param_shardings: Any
+    optimizer: Any
+    checkpointer: Checkpointer
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.workdir, "checkpoints")
+
+    def init_params_fn(self, rng):
+        return model_lib.init_params(self.model_cfg, rng)
+
+
+def model_config_from(config: ml_collections.ConfigDict) -> model_lib.ModelConfig:
+    return model_lib.ModelConfig.from_dict(config.model.to_dict())
+
+
+def build_context(config: ml_collections.ConfigDict, workdir: str) -> StageContext:
+    """Validates the loop cadence, builds mesh/optimizer/checkpointer for ``workdir``."""
+    check_cadence(num_steps=config.train.steps, log_every=config.train.log_every,
+                  checkpoint_every=config.train.checkpoint_every)
+    model_cfg = model_config_from(config)
+    mesh = sharding_lib.make_mesh(config.mesh.to_dict())
+    param_shardings = sharding_lib.param_shardings(mesh, model_cfg)
+    shapes = jax.eval_shape(lambda r: model_lib.init_params(model_cfg, r), jax.random.PRNGKey(0))
+    trainable = model_lib.trainable_mask(shapes, model_cfg, freeze_router=config.train.freeze_router)
+    optimizer = make_optimizer(config.optimizer.to_dict(), trainable_mask=trainable)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
+                                save_every=config.train.checkpoint_every)
+    return StageContext(name=config.name, config=config, workdir=workdir, model_cfg=model_cfg, mesh=mesh,
+                        param_shardings=param_shardings, optimizer=optimizer, checkpointer=checkpointer)
+
+
+def init_or_restore_state(ctx: StageContext, *, initial_params=None, data_iterator=None):
+    """The stage's state: restored from its last checkpoint if one exists (exact resume), else fresh.
+
+    Args:
+      initial_params: params to start from (e.g. the previous stage's); None = random init from the seed.
+      data_iterator: a grain iterator moved to its saved position on restore.
+    Returns:
+      (state, state_shardings).
+    """
+    if ctx.checkpointer.latest_step() is not None:
+        abstract = abstract_train_state(ctx.init_params_fn, ctx.optimizer, param_shardings=ctx.param_shardings)
+        state = ctx.checkpointer.restore(abstract, data_iterator=data_iterator)
+        return state, jax.tree.map(lambda a: a.sharding, abstract)
+    rng = jax.random.PRNGKey(ctx.config.seed)
+    if initial_params is not None:
+        return train_state_from_params(initial_params, ctx.optimizer, rng)
+    return create_train_state(ctx.init_params_fn, ctx.optimizer, rng, param_shardings=ctx.param_shardings)
+
+
+def build_step(ctx: StageContext, loss_fn, state_shardings, batch_shardings=None):
+    """The one jitted train step for this stage, with the aux-loss-free router-bias nudge when enabled."""
+    cfg = ctx.model_cfg
+    post_update = None
+    if cfg.router_score == "sigmoid" and cfg.router_bias_update_rate > 0:
+        def post_update(params, metrics):
+            return model_lib.update_router_bias(params, metrics["expert_load"], cfg.router_bias_update_rate)
+    return make_train_step(loss_fn, ctx.optimizer, state_shardings=state_shardings,
+                           batch_shardings=batch_shardings, grad_accum_steps=ctx.config.train.grad_accum_steps,
+                           learning_rate_fn=make_schedule(ctx.config.optimizer.to_dict()),
+                           post_update_fn=post_update)
+
+
+def build_writer(ctx: StageContext, *, tokens_per_step: float | None = None) -> MetricsWriter:
+    """Metrics for this stage; MFU uses ``flops_per_token`` at the packed row length when one is known."""
+    flops = None
+    seq_len = ctx.config.get("data", {}).get("seq_len")
+    if tokens_per_step and seq_len:
+        flops = tokens_per_step * model_lib.flops_per_token(ctx.model_cfg, seq_len)
+    return MetricsWriter(ctx.workdir, total_steps=ctx.config.train.steps, tokens_per_step=tokens_per_step,
+                         flops_per_step=flops, peak_flops=hardware.mesh_peak_flops(ctx.mesh), name=ctx.name)

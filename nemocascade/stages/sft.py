@@ -1,0 +1,80 @@
+"""The SFT stage: packed conversations -> ``losses.sft_loss`` through the shared train step and loop."""
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+
+from nemocascade import data as data_lib
+from nemocascade import losses
+from nemocascade import model as model_lib
+from nemocascade import sharding as sharding_lib
+from nemocascade.stages import runtime
+from nemocascade.train.loop import run_steps
+
+BATCH_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
+
+
+def make_sft_loss(cfg: model_lib.ModelConfig, *, z_loss: float = 0.0):
+    """``loss_fn(params, batch, rng) -> (loss, metrics)`` for packed batches.
+
+    batch: tokens/targets/segment_ids/positions int32[B, L], loss_mask f32[B, L] (1 on assistant targets).
+    loss = masked mean cross-entropy (+ z-loss) + the model's weighted MoE auxiliary losses.
+    """
+    def loss_fn(params, batch, rng):
+        del rng
+        logits, aux = model_lib.forward(params, cfg, batch["tokens"], positions=batch["positions"],
+                                        segment_ids=batch["segment_ids"])
+        ce, ce_aux = losses.sft_loss(logits, batch["targets"], batch["loss_mask"], z_loss=z_loss)
+        total = ce + aux["moe_aux_loss"] + aux["router_z_loss"]
+        metrics = {"ce_loss": ce, "moe_aux_loss": aux["moe_aux_loss"], "router_z_loss": aux["router_z_loss"],
+                   "expert_load": aux["expert_load"], "loss_tokens": jax.numpy.sum(batch["loss_mask"])}
+        metrics.update({k: v for k, v in ce_aux.items() if jax.numpy.ndim(v) == 0})
+        return total, metrics
+    return loss_fn
+
+
+def sft_examples(data_cfg: ml_collections.ConfigDict, seed: int) -> list[dict]:
+    """Training conversations: a JSONL file if ``data.jsonl`` is set, else the built-in toy domains."""
+    if data_cfg.jsonl:
+        return list(data_lib.read_jsonl(data_cfg.jsonl, on_error=data_cfg.on_bad_row))
+    examples = []
+    for domain in data_cfg.domains:
+        examples.extend(data_lib.toy_sft_examples(domain, "train", data_cfg.examples_per_domain, seed=seed))
+    return examples
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, initial_params=None):
+    """Trains ``config.train.steps`` SFT steps in ``workdir`` (resuming if a checkpoint is there).
+
+    Returns the final ``TrainState``.
+    """
+    ctx = runtime.build_context(config, workdir)
+    tokenizer = data_lib.load_tokenizer(config.data.tokenizer)
+    if tokenizer.vocab_size > ctx.model_cfg.vocab_size:
+        raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but model.vocab_size is "
+                         f"{ctx.model_cfg.vocab_size}")
+    dataset = data_lib.make_sft_dataset(
+        sft_examples(config.data, config.seed), tokenizer, seq_len=config.data.seq_len,
+        batch_size=config.data.batch_size, seed=config.seed, thinking=config.data.thinking,
+        too_long=config.data.too_long)
+    iterator = iter(dataset)
+    state, state_shardings = runtime.init_or_restore_state(ctx, initial_params=initial_params,
+                                                           data_iterator=iterator)
+    batch_sharding = sharding_lib.batch_sharding(ctx.mesh)
+    step_fn = runtime.build_step(ctx, make_sft_loss(ctx.model_cfg), state_shardings,
+                                 {k: batch_sharding for k in BATCH_KEYS})
+
+    def next_batch(_state):
+        batch = next(iterator)
+        arrays = {k: jax.device_put(np.asarray(batch[k]), batch_sharding) for k in BATCH_KEYS}
+        return arrays, {}
+
+    writer = runtime.build_writer(ctx, tokens_per_step=config.data.batch_size * config.data.seq_len)
+    with jax.set_mesh(ctx.mesh):
+        state = run_steps(state=state, step_fn=step_fn, next_batch=next_batch, num_steps=config.train.steps,
+                          checkpointer=ctx.checkpointer, writer=writer, log_every=config.train.log_every,
+                          config=config, data_iterator=iterator)
+    writer.close()
+    ctx.checkpointer.close()
+    return ctx, state

@@ -1,0 +1,220 @@
+"""Toy domains: determinism, disjoint splits, schema, and reference answers checked independently."""
+import random
+import re
+
+import pytest
+
+from nemocascade.data import schema
+from nemocascade.data.chat_template import render
+from nemocascade.data.tokenizer import load_tokenizer
+from nemocascade.data.toy import DOMAINS, chat, common, instruct, toy_examples, toy_sft_examples
+
+N = 150
+
+
+@pytest.fixture(scope="module")
+def sft():
+    return {domain: toy_sft_examples(domain, "train", N, seed=3) for domain in DOMAINS}
+
+
+def _prompt(example):
+    return example["messages"][0]["content"]
+
+
+@pytest.mark.parametrize("domain", sorted(DOMAINS))
+def test_deterministic_and_seed_dependent(domain):
+    a = toy_examples(domain, "train", 20, seed=5)
+    assert a == toy_examples(domain, "train", 20, seed=5)
+    assert [_prompt(e) for e in a] != [_prompt(e) for e in toy_examples(domain, "train", 20, seed=6)]
+
+
+@pytest.mark.parametrize("domain", sorted(DOMAINS))
+def test_splits_never_overlap_and_prompts_are_distinct(domain):
+    train = {_prompt(e) for seed in (0, 1) for e in toy_examples(domain, "train", 200, seed=seed)}
+    heldout = toy_examples(domain, "heldout", 40, seed=0)
+    assert len({_prompt(e) for e in heldout}) == 40 and len({e["id"] for e in heldout}) == 40
+    assert not train & {_prompt(e) for e in heldout}
+
+
+@pytest.mark.parametrize("domain", sorted(DOMAINS))
+def test_schema_and_sft_pairs(domain, sft):
+    prompts = toy_examples(domain, "train", N, seed=3)
+    for prompt, example in zip(prompts, sft[domain]):
+        schema.validate_example(prompt, "t", prompt_only=True)
+        schema.validate_example(example, "t", needs_assistant=True)
+        assert example["messages"][:1] == prompt["messages"]
+        assert {k: v for k, v in example.items() if k != "messages"} == {k: v for k, v in prompt.items()
+                                                                          if k != "messages"}
+        reply = example["messages"][1]
+        assert reply["role"] == "assistant" and reply["content"] and reply["reasoning"]
+
+
+@pytest.mark.parametrize("domain", sorted(DOMAINS))
+def test_conversations_are_short(domain, sft):
+    tok = load_tokenizer("")
+    lengths = [len(tok.encode(render(e["messages"], thinking=thinking))) for e in sft[domain]
+               for thinking in (True, False)]
+    assert max(lengths) <= 160, max(lengths)
+
+
+# ------------------------------------------------------------------------------------------------ math
+def _solve_word_problem(prompt: str) -> tuple[int, int]:
+    """Independent reading of the problem text: returns (answer, number of operations)."""
+    sentences = re.findall(r"[^.?]+[.?]", prompt)
+    value = int(re.search(r"has (\d+) ", sentences[0]).group(1))
+    ops = 0
+    for sentence in sentences[1:-1]:
+        number = int(re.search(r"(\d+)", sentence).group(1))
+        if "times as many" in sentence:
+            value *= number
+        elif "more" in sentence:
+            value += number
+        else:
+            value -= number
+        ops += 1
+        assert 0 <= value <= 99
+    return value, ops
+
+
+def test_math_answers(sft):
+    for example in sft["math"]:
+        answer, ops = _solve_word_problem(_prompt(example))
+        assert example["answer"] == str(answer) and ops in (2, 3)
+        content = example["messages"][1]["content"]
+        assert content.endswith(f"The answer is \\boxed{{{answer}}}.")
+        for a, op, b, c in re.findall(r"(\d+) ([-+*]) (\d+) = (\d+)\.", content):
+            assert {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op] == int(c)
+
+
+# ------------------------------------------------------------------------------------------------ code
+def _run_tests(solution_code: str, tests) -> list[bool]:
+    results = []
+    for test in tests:
+        namespace = {}
+        exec(solution_code, namespace)
+        try:
+            exec(test, namespace)
+            results.append(True)
+        except AssertionError:
+            results.append(False)
+    return results
+
+
+INDEPENDENT_CODE = [  # prompt pattern -> function of (argument, k)
+    (r"returns (\w+) plus (\d+)\.$", lambda x, k: x + k),
+    (r"returns (\w+) minus (\d+)\.$", lambda x, k: x - k),
+    (r"returns (\w+) times (\d+)\.$", lambda x, k: x * k),
+    (r"returns True if (\w+) is divisible by (\d+), else False\.$", lambda x, k: x % k == 0),
+    (r"returns the string (\w+) repeated (\d+) times\.$", lambda x, k: x * k),
+    (r"returns the string (\w+) reversed\.$()", lambda x, _: x[::-1]),
+    (r"returns the sum of the list (\w+)\.$()", lambda x, _: sum(x)),
+]
+
+
+def test_code_reference_solutions_pass_and_tests_discriminate(sft):
+    checked = 0
+    for example in sft["code"]:
+        solution = re.fullmatch(r"```python\n(.*)```", example["messages"][1]["content"], re.DOTALL).group(1)
+        assert f"def {example['entry_point']}(" in solution
+        assert len(example["tests"]) == 3 and all(t.startswith(f"assert {example['entry_point']}(")
+                                                  for t in example["tests"])
+        assert all(_run_tests(solution, example["tests"]))
+        arg = re.search(r"def \w+\((\w+)\)", solution).group(1)
+        wrong = f"def {example['entry_point']}({arg}):\n    return None\n"
+        assert not any(_run_tests(wrong, example["tests"]))
+        for pattern, expected in INDEPENDENT_CODE:
+            match = re.search(pattern, _prompt(example))
+            if match:
+                k = int(match.group(2)) if match.group(2) else None
+                for test in example["tests"]:
+                    call, value = re.fullmatch(r"assert \w+\((.*)\) == (.*)", test).groups()
+                    assert eval(value) == expected(eval(call), k)
+                checked += 1
+    assert checked > N // 3
+
+
+# -------------------------------------------------------------------------------------------------- if
+def _sentence_count(text):
+    return len([s for s in re.split(r"(?<=[.!?])\"?\s+", text.strip()) if re.search(r"\w", s)])
+
+
+IF_CHECKS = {  # independent implementations of the constraints the toy domain uses
+    "change_case:english_lowercase": lambda r: r == r.lower() and any(c.isalpha() for c in r),
+    "change_case:english_capital": lambda r: r == r.upper() and any(c.isalpha() for c in r),
+    "keywords:existence": lambda r, keywords: all(k.lower() in r.lower() for k in keywords),
+    "keywords:forbidden_words": lambda r, forbidden_words: not any(
+        w.lower() in re.findall(r"\w+", r.lower()) for w in forbidden_words),
+    "length_constraints:number_words": lambda r, num_words, relation: (
+        len(re.findall(r"\w+", r)) < num_words if relation == "less than" else len(re.findall(r"\w+", r)) >= num_words),
+    "length_constraints:number_sentences": lambda r, num_sentences, relation: (
+        relation == "exactly" and _sentence_count(r) == num_sentences),
+    "punctuation:no_comma": lambda r: "," not in r,
+    "startend:end_checker": lambda r, end_phrase: r.strip().lower().endswith(end_phrase.lower()),
+    "startend:quotation": lambda r: r.startswith('"') and r.endswith('"'),
+    "detectable_format:title": lambda r: re.search(r"<<[^\n]+>>", r) is not None,
+    "detectable_format:number_bullet_lists": lambda r, num_bullets: len(
+        [line for line in r.split("\n") if line.startswith("* ")]) == num_bullets,
+    "detectable_content:postscript": lambda r, postscript_marker: re.search(
+        r"^p\.s\. ", r.lower(), re.MULTILINE) is not None,
+}
+
+
+def test_if_reference_responses_follow_every_instruction(sft):
+    seen = set()
+    for example in sft["if"] + toy_sft_examples("if", "train", 600, seed=9):
+        response = example["messages"][1]["content"]
+        assert 1 <= len(example["instruction_id_list"]) == len(example["kwargs"]) <= 2
+        for instruction_id, kwargs in zip(example["instruction_id_list"], example["kwargs"]):
+            assert IF_CHECKS[instruction_id](response, **kwargs), (instruction_id, kwargs, response)
+            seen.add(instruction_id)
+    assert seen == set(IF_CHECKS)
+
+
+def test_if_word_bank_keeps_every_constraint_feasible():
+    for topic, sentences in instruct.TOPICS.items():
+        assert all(len(re.findall(r"\w+", s)) < instruct.MAX_WORDS_RANGE[0] for s in sentences)
+        candidates = instruct.forbidden_candidates(topic)
+        assert candidates
+        for word in candidates:
+            kept = [s for s in sentences if word not in re.findall(r"\w+", s.lower())]
+            assert len(kept) == len(sentences) - 1
+            assert len(re.findall(r"\w+", " ".join(kept))) >= instruct.MIN_WORDS_RANGE[1]
+
+
+# ------------------------------------------------------------------------------------------------ chat
+def test_chat_preferences(sft):
+    kinds = set()
+    for example in sft["chat"]:
+        chosen, rejected, kind = example["chosen"], example["rejected"], example["rejected_kind"]
+        kinds.add(kind)
+        assert example["messages"][1]["content"] == chosen != rejected
+        assert len(chosen.split()) <= 12
+        if kind == "rude":
+            assert rejected in chat.RUDE
+        elif kind == "repetitive":
+            assert rejected == " ".join([chosen] * 3)
+        elif kind == "too_long":
+            assert chosen in rejected and len(rejected.split()) > 4 * len(chosen.split())
+        question = _prompt(example)
+        if m := re.fullmatch(r"Which number is bigger, (\d+) or (\d+)\?", question):
+            assert chosen.startswith(f"{max(int(m.group(1)), int(m.group(2)))} is bigger")
+        if m := re.fullmatch(r"What number comes after (\d+)\?", question):
+            assert chosen.endswith(f" {int(m.group(1)) + 1}.")
+    assert kinds == set(chat.REJECTED_KINDS)
+
+
+# ------------------------------------------------------------------------------------------ bad inputs
+def test_bad_requests():
+    with pytest.raises(ValueError, match="unknown toy domain 'poetry'"):
+        toy_examples("poetry", "train", 3)
+    with pytest.raises(ValueError, match="split must be one of"):
+        toy_examples("math", "test", 3)
+    with pytest.raises(ValueError, match="non-negative int"):
+        toy_examples("math", "train", -1)
+
+
+def test_exhausted_domain_says_so():
+    def draw(rng: random.Random):
+        return common.ToyTask(prompt=f"q{rng.randint(0, 9)}", fields={}, reference={})
+    with pytest.raises(ValueError, match=r"produced only \d+ distinct train prompts"):
+        common.generate_tasks("tiny", draw, "train", 50, seed=0)
