@@ -14,32 +14,17 @@ masked (segment id 0), so any T and S work.
 """
 import dataclasses
 import functools
-from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from jax.experimental.pallas import tpu as pltpu
 
+from pallas_kernels.backend import IMPLS, Impl, resolve_impl  # noqa: F401 (re-exported)
 from pallas_kernels.attention import gpu, tpu, xla
 
-Impl = Literal["auto", "xla", "gpu", "tpu", "interpret", "interpret_tpu"]
-IMPLS = ("auto", "xla", "gpu", "tpu", "interpret", "interpret_tpu")
 _FLOAT_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 # Decode on GPU: aim for about this many programs (2 waves on an H100's 132 SMs) via cache splits.
 _GPU_DECODE_PROGRAMS = 264
-
-
-def resolve_impl(impl: str) -> str:
-    """Maps impl to one of "xla", "gpu", "tpu", "interpret", "interpret_tpu"; checks the backend."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    backend = jax.default_backend()
-    if impl == "auto":
-        return backend if backend in ("gpu", "tpu") else "xla"
-    if impl in ("gpu", "tpu") and backend != impl:
-        raise ValueError(f"impl={impl!r} needs a {impl} backend, but the default backend is "
-                         f"{backend!r}; use impl='xla', 'interpret' or 'interpret_tpu'")
-    return impl
 
 
 def _kernel_family(impl: str) -> str:

@@ -13,30 +13,15 @@ Inputs may be bf16 or f32 (mixed inputs are promoted); products accumulate in f3
 """
 import dataclasses
 import functools
-from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
 from jax.experimental.pallas import tpu as pltpu
 
+from pallas_kernels.backend import IMPLS, Impl, resolve_impl  # noqa: F401 (re-exported)
 from pallas_kernels.gmm import gpu, tiling as tiling_lib, tpu, xla
 
-Impl = Literal["auto", "xla", "gpu", "tpu", "interpret", "interpret_tpu"]
-IMPLS = get_args(Impl)
 _FLOAT_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
-
-
-def resolve_impl(impl: str) -> str:
-    """Maps impl to one of "xla", "gpu", "tpu", "interpret", "interpret_tpu"; checks the backend."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    backend = jax.default_backend()
-    if impl == "auto":
-        return backend if backend in ("gpu", "tpu") else "xla"
-    if impl in ("gpu", "tpu") and backend != impl:
-        raise ValueError(f"impl={impl!r} needs a {impl} backend, but the default backend is "
-                         f"{backend!r}; use impl='xla', 'interpret' or 'interpret_tpu'")
-    return impl
 
 
 @dataclasses.dataclass(frozen=True)
