@@ -13,11 +13,7 @@ def get_config(preset: str = "tiny"):
     if preset == "tiny":
         rl_opt = dict(learning_rate=2e-4, schedule="constant", warmup_steps=0, b1=0.9, b2=0.95)
         stages = {
-            "sft": configs.stage("sft", data=configs.sft_data_config(),
-                                 optimizer=configs.optimizer_config(
-                                     learning_rate=3e-3, schedule="cosine", warmup_steps=30,
-                                     end_learning_rate=3e-4, total_steps=600, b2=0.98, weight_decay=0.1),
-                                 train=configs.train_config(steps=600, log_every=20, checkpoint_every=100)),
+            "sft": configs.stage("sft", **configs.tiny_sft_stage()),
             "if_rl": configs.stage("grpo", rl=configs.rl_config(domains=("if",)),
                                    optimizer=configs.optimizer_config(**rl_opt),
                                    train=configs.train_config(steps=20, log_every=5, checkpoint_every=10)),
@@ -41,7 +37,7 @@ def get_config(preset: str = "tiny"):
                                                                      seq_len=262144, batch_size=64),
                                  optimizer=configs.optimizer_config(
                                      learning_rate=5e-5, schedule="cosine", warmup_steps=200,
-                                     end_learning_rate=5e-6, total_steps=20000, b2=0.98, weight_decay=0.1),
+                                     end_learning_rate=5e-6, b2=0.98, weight_decay=0.1),
                                  train=configs.train_config(steps=20000, log_every=10, checkpoint_every=500)),
             "if_rl": configs.stage("grpo", rl=configs.rl_config(domains=("if",), jsonl="REQUIRED: if_rl.jsonl",
                                                                 **long_rl),

@@ -19,11 +19,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     if preset == "tiny":
         config.model = configs.model_config("tiny")
         config.mesh = configs.mesh_config()
-        config.data = configs.sft_data_config()
-        config.optimizer = configs.optimizer_config(
-            learning_rate=3e-3, schedule="cosine", warmup_steps=30, end_learning_rate=3e-4, total_steps=600,
-            b1=0.9, b2=0.98, weight_decay=0.1)
-        config.train = configs.train_config(steps=600, log_every=20, checkpoint_every=100)
+        config.update(configs.tiny_sft_stage())
         config.eval = ml_collections.ConfigDict(dict(domains=("math",), num_examples=100, max_new_tokens=48))
     elif preset == "nano30b":
         config.model = configs.model_config("nano30b")
@@ -32,7 +28,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                       jsonl="REQUIRED: path/to/sft.jsonl", seq_len=262144, batch_size=64,
                                       thinking=True)
         config.optimizer = configs.optimizer_config(
-            learning_rate=5e-5, schedule="cosine", warmup_steps=200, end_learning_rate=5e-6, total_steps=20000,
+            learning_rate=5e-5, schedule="cosine", warmup_steps=200, end_learning_rate=5e-6,
             b1=0.9, b2=0.98, weight_decay=0.1)
         config.train = configs.train_config(steps=20000, log_every=10, checkpoint_every=500)
         config.eval = ml_collections.ConfigDict(dict(domains=("math",), num_examples=500, max_new_tokens=4096))

@@ -37,9 +37,9 @@ class Checkpointer:
         if save_every < 1:
             raise ValueError(f"save_every must be >= 1, got {save_every}")
         self.directory = epath.Path(directory)
+        self.save_every = save_every
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
-            save_interval_steps=save_every,
             best_fn=(lambda m: float(m[best_metric])) if best_metric else None,
             best_mode=best_mode,
             keep_checkpoints_without_metrics=False if best_metric else True,
@@ -64,14 +64,20 @@ class Checkpointer:
 
     def save(self, step: int, state, *, data_iterator=None, config: Mapping[str, Any] | None = None,
              metrics: Mapping[str, float] | None = None, force: bool = False) -> bool:
-        """Saves if the policy says so (or ``force``); returns whether a save was started."""
+        """Saves at multiples of ``save_every`` (or when ``force``); returns whether a save was started.
+
+        The cadence is decided here, not by orbax, whose default policy also saves the first step it sees:
+        an off-cadence checkpoint would resume mid logging interval and break metric-exact resume.
+        """
+        if not force and step % self.save_every:
+            return False
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         if config is not None:
             items["config"] = ocp.args.JsonSave(_jsonable(config))
         return self._manager.save(int(step), args=ocp.args.Composite(**items),
-                                  metrics=dict(metrics) if metrics else None, force=force)
+                                  metrics=dict(metrics) if metrics else None, force=True)
 
     def restore(self, abstract_state, *, step: int | None = None, data_iterator=None):
         """Restores the state into the shardings of ``abstract_state`` (ShapeDtypeStructs with shardings).

@@ -27,10 +27,13 @@ def mesh_config(*, data: int = -1, fsdp: int = 1, expert: int = 1, tensor: int =
 
 
 def optimizer_config(*, learning_rate: float, schedule: str = "constant", warmup_steps: int = 0,
-                     init_learning_rate: float = 0.0, end_learning_rate: float = 0.0, total_steps: int = 1,
+                     init_learning_rate: float = 0.0, end_learning_rate: float = 0.0, total_steps: int = 0,
                      b1: float = 0.9, b2: float = 0.95, eps: float = 1e-8, weight_decay: float = 0.0,
                      grad_clip_norm: float = 1.0, name: str = "adamw") -> ml_collections.ConfigDict:
-    """AdamW by default with the recipe's RL moments (0.9/0.95); SFT uses b2=0.98 and weight decay 0.1."""
+    """AdamW by default with the recipe's RL moments (0.9/0.95); SFT uses b2=0.98 and weight decay 0.1.
+
+    ``total_steps`` (the cosine's length) 0 = the stage's ``train.steps``, so ``--config.train.steps=N`` alone
+    shortens a run with the whole schedule."""
     return ml_collections.ConfigDict(dict(
         name=name, learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
         init_learning_rate=init_learning_rate, end_learning_rate=end_learning_rate, total_steps=total_steps,
@@ -49,8 +52,7 @@ def sft_data_config(**overrides) -> ml_collections.ConfigDict:
     """Where SFT examples come from and how they are packed."""
     data = dict(
         tokenizer="",                      # "" = the committed toy sentencepiece model
-        domains=("math", "if", "code"),    # built-in toy domains (ignored when jsonl is set)
-        examples_per_domain=4000,
+        toy_mix="math=4000,if=4000,code=4000",  # toy domain=examples drawn (ignored when jsonl is set)
         jsonl="",                          # a JSONL of {"messages": [...]} rows instead of toy domains
         on_bad_row="raise",                # "raise" or "skip" (skips are logged with file:line)
         seq_len=256,                       # packed row length in tokens
@@ -60,6 +62,44 @@ def sft_data_config(**overrides) -> ml_collections.ConfigDict:
     )
     data.update(overrides)
     return ml_collections.ConfigDict(data)
+
+
+def preference_data_config(**overrides) -> ml_collections.ConfigDict:
+    """Where reward-model preference pairs come from and how they are laid out."""
+    data = dict(
+        tokenizer="",                      # "" = the committed toy sentencepiece model
+        domain="chat",                     # built-in toy domain with chosen/rejected fields (ignored with jsonl)
+        num_pairs=4000,                    # toy train pairs (train split)
+        jsonl="",                          # a JSONL of {"prompt" | "messages", "chosen", "rejected"} rows instead
+        on_bad_row="raise",                # "raise" or "skip" (skips are logged with file:line)
+        seq_len=128,                       # tokens per scored sequence (prompt + answer + <|im_end|>)
+        batch_size=8,                      # pairs per step
+        too_long="raise",                  # a pair longer than seq_len: "raise"|"truncate" (keep the end)|"skip"
+    )
+    data.update(overrides)
+    return ml_collections.ConfigDict(data)
+
+
+def reward_model_config(**overrides) -> ml_collections.ConfigDict:
+    """Bradley-Terry settings and the held-out pairwise evaluation of a ``reward_model`` stage."""
+    rm = dict(
+        margin=0.0,                        # required reward gap of the Bradley-Terry loss (0 = plain BT)
+        eval_pairs=500,                    # toy held-out pairs (heldout split: no prompt shared with train)
+        eval_jsonl="",                     # held-out pairs from a JSONL (with data.jsonl; "" = no evaluation)
+        eval_batch_size=64,                # rows per jitted scoring call
+    )
+    rm.update(overrides)
+    return ml_collections.ConfigDict(rm)
+
+
+def tiny_sft_stage() -> dict:
+    """The tiny SFT stage's data/optimizer/train fields (``experiments/sft.py``'s default and the first stage
+    of the tiny cascade): about five CPU minutes on 2 cores; half the examples are math (the held-out metric)."""
+    return dict(
+        data=sft_data_config(toy_mix="math=6000,if=3000,code=3000"),
+        optimizer=optimizer_config(learning_rate=3e-3, schedule="cosine", warmup_steps=20,
+                                   end_learning_rate=3e-4, b1=0.9, b2=0.98, weight_decay=0.1),
+        train=train_config(steps=180, log_every=20, checkpoint_every=60))
 
 
 def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_new_tokens: int = 64,

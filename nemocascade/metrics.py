@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -48,7 +48,7 @@ class MetricsWriter:
         self._flops_per_step = flops_per_step
         self._peak_flops = peak_flops
         self._name = name
-        self._averages: dict[str, clu_metrics.Average] = {}
+        self._pending: list[dict[str, Any]] = []
         self._interval_start = time.perf_counter()
         self._interval_steps = 0
         self._tb = None
@@ -70,17 +70,26 @@ class MetricsWriter:
             f.writelines(lines)
 
     def update(self, metrics: Mapping[str, jax.Array]) -> None:
-        """Adds one step's scalar metrics (non-scalars are ignored here) to the running averages."""
-        for key, value in metrics.items():
-            if np.ndim(value) != 0:
-                continue
-            average = clu_metrics.Average.from_model_output(np.asarray(value, np.float64))
-            self._averages[key] = self._averages[key].merge(average) if key in self._averages else average
+        """Adds one step's scalar metrics (non-scalars are ignored here) to the interval.
+
+        Values stay on device until ``write``: reading them here would block the host on every step, so
+        the next batch could not be prepared while the device computes.
+        """
+        self._pending.append({k: v for k, v in metrics.items() if np.ndim(v) == 0})
         self._interval_steps += 1
+
+    def _averages(self) -> dict[str, float]:
+        """Float64 mean over the interval's steps of every scalar metric (one device->host transfer)."""
+        averages: dict[str, clu_metrics.Average] = {}
+        for step_metrics in jax.device_get(self._pending):
+            for key, value in step_metrics.items():
+                average = clu_metrics.Average.from_model_output(np.asarray(value, np.float64))
+                averages[key] = averages[key].merge(average) if key in averages else average
+        return {k: float(v.compute()) for k, v in sorted(averages.items())}
 
     def write(self, step: int, extra: Mapping[str, float] | None = None) -> dict[str, float]:
         """Writes the interval's averages (plus ``extra`` scalars) for ``step``; returns what it wrote."""
-        scalars = {k: float(v.compute()) for k, v in sorted(self._averages.items())}
+        scalars = self._averages()
         scalars.update({k: float(v) for k, v in (extra or {}).items()})
         elapsed = time.perf_counter() - self._interval_start
         perf = self._perf(step, elapsed)
@@ -94,7 +103,7 @@ class MetricsWriter:
                 self._tb.flush()
             logging.info("%s", self._progress_line(step, scalars, perf))
             print(self._progress_line(step, scalars, perf), flush=True)
-        self._averages = {}
+        self._pending = []
         self._interval_steps = 0
         self._interval_start = time.perf_counter()
         return scalars

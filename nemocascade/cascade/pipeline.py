@@ -22,9 +22,13 @@ from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.cascade.ledger import Ledger
 from nemocascade.checkpoint import restore_params
-from nemocascade.stages import evaluate, grpo, mopd, sft
+from nemocascade.stages import evaluate, grpo, mopd, reward_model, sft
 
-STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run}
+STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run, "reward_model": reward_model.run}
+# Stages that train a scorer rather than the policy: they start from the latest policy stage, evaluate
+# themselves (their own eval.json, ``ctx.evaluation`` in the ledger entry) instead of on ``eval.domains``,
+# and no later stage starts from them.
+SCORER_KINDS = ("reward_model",)
 SHARED_FIELDS = ("seed", "model", "mesh", "eval")
 
 
@@ -78,12 +82,16 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
         runner = STAGE_RUNNERS.get(stage_cfg.kind)
         if runner is None:
             raise ValueError(f"stage {name!r} has kind {stage_cfg.kind!r}; known: {sorted(STAGE_RUNNERS)}")
-        initial = _previous_params(config, workdir, done[-1], mesh) if done else None
+        policies = [n for n in done if ledger.entry(n)["kind"] not in SCORER_KINDS]
+        initial = _previous_params(config, workdir, policies[-1], mesh) if policies else None
         ctx, state = runner(stage_cfg, stage_dir, initial_params=initial)
         del initial
-        scores = _evaluate(config, stage_cfg, ctx, state.params)
+        scorer = stage_cfg.kind in SCORER_KINDS
+        scores = {} if scorer else _evaluate(config, stage_cfg, ctx, state.params)
         entry = {"stage": name, "kind": stage_cfg.kind, "checkpoint_dir": ctx.checkpoint_dir,
                  "step": int(state.step), "scores": scores}
+        if scorer:
+            entry["evaluation"] = ctx.evaluation
         if teachers is not None:
             entry["teachers"] = {d: {"stage": e["stage"], "checkpoint_dir": e["checkpoint_dir"]}
                                  for d, e in teachers.items()}
@@ -110,6 +118,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     if runner is None:
         raise ValueError(f"config.kind={config.kind!r} is not known; known: cascade, {sorted(STAGE_RUNNERS)}")
     ctx, state = runner(config, workdir)
+    if config.kind in SCORER_KINDS:
+        return
     scores = _evaluate(config, config, ctx, state.params)
     with open(os.path.join(workdir, "eval.json"), "w") as f:
         json.dump(scores, f, indent=2, sort_keys=True)

@@ -20,7 +20,6 @@ from nemocascade.rollout import generate
 from nemocascade.stages import runtime
 from nemocascade.stages.prompts import decode_samples, encode_prompts
 from nemocascade.stages.rollout_batch import rollout_batch
-from nemocascade.train.loop import run_steps
 
 
 def score_rewards(samples: Sequence[dict], reward_fns: dict) -> tuple[np.ndarray, list[dict]]:
@@ -108,11 +107,7 @@ class RLStage:
             batch, host_metrics = self.make_batch(state, next(prompt_iter))
             return {k: jax.device_put(v, batch_sharding) for k, v in batch.items()}, host_metrics
 
-        writer = runtime.build_writer(ctx, tokens_per_step=rl.prompts_per_step * rl.num_samples * self.width)
-        with jax.set_mesh(ctx.mesh):
-            state = run_steps(state=state, step_fn=step_fn, next_batch=next_batch, num_steps=self.config.train.steps,
-                              checkpointer=ctx.checkpointer, writer=writer, log_every=self.config.train.log_every,
-                              config=self.config, data_iterator=prompt_iter)
-        writer.close()
-        ctx.checkpointer.close()
+        state = runtime.train_and_close(ctx, state=state, step_fn=step_fn, next_batch=next_batch,
+                                        data_iterator=prompt_iter,
+                                        tokens_per_step=rl.prompts_per_step * rl.num_samples * self.width)
         return ctx, state

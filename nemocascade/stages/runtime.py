@@ -19,7 +19,7 @@ from nemocascade.checkpoint import Checkpointer
 from nemocascade.metrics import MetricsWriter
 from nemocascade.train import (abstract_train_state, create_train_state, make_optimizer, make_schedule,
                                make_train_step, train_state_from_params)
-from nemocascade.train.loop import check_cadence
+from nemocascade.train.loop import check_cadence, run_steps
 
 
 @dataclasses.dataclass
@@ -47,6 +47,14 @@ def model_config_from(config: ml_collections.ConfigDict) -> model_lib.ModelConfi
     return model_lib.ModelConfig.from_dict(config.model.to_dict())
 
 
+def optimizer_settings(config: ml_collections.ConfigDict) -> dict:
+    """``config.optimizer`` as a dict, with ``total_steps <= 0`` meaning the stage's ``train.steps``."""
+    settings = config.optimizer.to_dict()
+    if settings.get("total_steps", 0) <= 0:
+        settings["total_steps"] = config.train.steps
+    return settings
+
+
 def build_context(config: ml_collections.ConfigDict, workdir: str) -> StageContext:
     """Validates the loop cadence, builds mesh/optimizer/checkpointer for ``workdir``."""
     check_cadence(num_steps=config.train.steps, log_every=config.train.log_every,
@@ -56,7 +64,7 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> StageConte
     param_shardings = sharding_lib.param_shardings(mesh, model_cfg)
     shapes = jax.eval_shape(lambda r: model_lib.init_params(model_cfg, r), jax.random.PRNGKey(0))
     trainable = model_lib.trainable_mask(shapes, model_cfg, freeze_router=config.train.freeze_router)
-    optimizer = make_optimizer(config.optimizer.to_dict(), trainable_mask=trainable)
+    optimizer = make_optimizer(optimizer_settings(config), trainable_mask=trainable)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.train.keep_checkpoints,
                                 save_every=config.train.checkpoint_every)
     return StageContext(name=config.name, config=config, workdir=workdir, model_cfg=model_cfg, mesh=mesh,
@@ -72,7 +80,9 @@ def init_or_restore_state(ctx: StageContext, *, initial_params=None, data_iterat
     Returns:
       (state, state_shardings).
     """
-    if ctx.checkpointer.latest_step() is not None:
+    latest = ctx.checkpointer.latest_step()
+    if latest is not None:
+        print(f"[{ctx.name}] resuming from the checkpoint of step {latest} in {ctx.checkpoint_dir}", flush=True)
         abstract = abstract_train_state(ctx.init_params_fn, ctx.optimizer, param_shardings=ctx.param_shardings)
         state = ctx.checkpointer.restore(abstract, data_iterator=data_iterator)
         return state, jax.tree.map(lambda a: a.sharding, abstract)
@@ -91,7 +101,7 @@ def build_step(ctx: StageContext, loss_fn, state_shardings, batch_shardings=None
             return model_lib.update_router_bias(params, metrics["expert_load"], cfg.router_bias_update_rate)
     return make_train_step(loss_fn, ctx.optimizer, state_shardings=state_shardings,
                            batch_shardings=batch_shardings, grad_accum_steps=ctx.config.train.grad_accum_steps,
-                           learning_rate_fn=make_schedule(ctx.config.optimizer.to_dict()),
+                           learning_rate_fn=make_schedule(optimizer_settings(ctx.config)),
                            post_update_fn=post_update)
 
 
@@ -103,3 +113,17 @@ def build_writer(ctx: StageContext, *, tokens_per_step: float | None = None) -> 
         flops = tokens_per_step * model_lib.flops_per_token(ctx.model_cfg, seq_len)
     return MetricsWriter(ctx.workdir, total_steps=ctx.config.train.steps, tokens_per_step=tokens_per_step,
                          flops_per_step=flops, peak_flops=hardware.mesh_peak_flops(ctx.mesh), name=ctx.name)
+
+
+def train_and_close(ctx: StageContext, *, state, step_fn, next_batch, data_iterator=None,
+                    tokens_per_step: float | None = None):
+    """Runs the stage's remaining steps (``run_steps`` under the mesh, metrics via ``build_writer``), then
+    closes the writer and the checkpointer (waiting for the last save). Returns the final state."""
+    writer = build_writer(ctx, tokens_per_step=tokens_per_step)
+    with jax.set_mesh(ctx.mesh):
+        state = run_steps(state=state, step_fn=step_fn, next_batch=next_batch, num_steps=ctx.config.train.steps,
+                          checkpointer=ctx.checkpointer, writer=writer, log_every=ctx.config.train.log_every,
+                          config=ctx.config, data_iterator=data_iterator)
+    writer.close()
+    ctx.checkpointer.close()
+    return state

@@ -10,7 +10,6 @@ from nemocascade import losses
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.stages import runtime
-from nemocascade.train.loop import run_steps
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
 
@@ -34,13 +33,30 @@ def make_sft_loss(cfg: model_lib.ModelConfig, *, z_loss: float = 0.0):
     return loss_fn
 
 
+def parse_toy_mix(spec: str) -> dict[str, int]:
+    """``"math=6000,if=3000,code=3000"`` -> ``{"math": 6000, ...}`` (the counts set the mixture; 0 drops a
+    domain). Raises a ValueError naming ``data.toy_mix`` for anything else."""
+    mix = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        domain, _, count = part.partition("=")
+        domain = domain.strip()
+        if domain not in data_lib.TOY_DOMAINS or not count.strip().isdigit() or domain in mix:
+            raise ValueError(f"data.toy_mix={spec!r}: {part!r} is not domain=count with a toy domain from "
+                             f"{sorted(data_lib.TOY_DOMAINS)} (once each) and a count >= 0")
+        mix[domain] = int(count)
+    if not any(mix.values()):
+        raise ValueError(f"data.toy_mix={spec!r} selects no examples (and data.jsonl is not set)")
+    return {d: n for d, n in mix.items() if n}
+
+
 def sft_examples(data_cfg: ml_collections.ConfigDict, seed: int) -> list[dict]:
-    """Training conversations: a JSONL file if ``data.jsonl`` is set, else the built-in toy domains."""
+    """Training conversations: a JSONL file if ``data.jsonl`` is set, else ``data.toy_mix`` of the toy domains
+    (domain -> example count; the counts set the mixture)."""
     if data_cfg.jsonl:
         return list(data_lib.read_jsonl(data_cfg.jsonl, on_error=data_cfg.on_bad_row))
     examples = []
-    for domain in data_cfg.domains:
-        examples.extend(data_lib.toy_sft_examples(domain, "train", data_cfg.examples_per_domain, seed=seed))
+    for domain, count in parse_toy_mix(data_cfg.toy_mix).items():
+        examples.extend(data_lib.toy_sft_examples(domain, "train", count, seed=seed))
     return examples
 
 
@@ -70,11 +86,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, initial_params=None)
         arrays = {k: jax.device_put(np.asarray(batch[k]), batch_sharding) for k in BATCH_KEYS}
         return arrays, {}
 
-    writer = runtime.build_writer(ctx, tokens_per_step=config.data.batch_size * config.data.seq_len)
-    with jax.set_mesh(ctx.mesh):
-        state = run_steps(state=state, step_fn=step_fn, next_batch=next_batch, num_steps=config.train.steps,
-                          checkpointer=ctx.checkpointer, writer=writer, log_every=config.train.log_every,
-                          config=config, data_iterator=iterator)
-    writer.close()
-    ctx.checkpointer.close()
+    state = runtime.train_and_close(ctx, state=state, step_fn=step_fn, next_batch=next_batch,
+                                    data_iterator=iterator,
+                                    tokens_per_step=config.data.batch_size * config.data.seq_len)
     return ctx, state

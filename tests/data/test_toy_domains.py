@@ -66,11 +66,13 @@ def _solve_word_problem(prompt: str) -> tuple[int, int]:
     for sentence in sentences[1:-1]:
         number = int(re.search(r"(\d+)", sentence).group(1))
         if "times as many" in sentence:
+            assert number in (2, 3) and value <= 20
             value *= number
         elif "more" in sentence:
             value += number
         else:
             value -= number
+        assert "times as many" in sentence or 1 <= number <= 9
         ops += 1
         assert 0 <= value <= 99
     return value, ops

@@ -1,6 +1,8 @@
 """Toy ``math`` domain: word problems with 2-3 operations (+, -, *) on small numbers.
 
-Every intermediate value stays in [0, 99]. The reference solution writes one equation per step and ends
+Every intermediate value stays in [0, 99]; added and subtracted numbers are single digits and only values up
+to ``MAX_MULTIPLICAND`` are doubled or tripled, so the arithmetic is within reach of the tiny model's CPU budget
+(one carry at most per step) while the problems stay multi-step. The reference solution writes one equation per step and ends
 with ``\\boxed{answer}``, e.g. ``3 + 4 = 7. 7 - 2 = 5. The answer is \\boxed{5}.``; its reasoning
 (thinking mode) names the operations in words. Example field: ``answer`` (str).
 """
@@ -15,6 +17,9 @@ ITEMS = ("apples", "pens", "books", "coins", "stickers", "cards", "shells", "mar
 ADD_VERBS = ("buys", "finds", "gets", "wins")
 SUB_VERBS = ("gives away", "loses", "sells", "uses")
 MAX_VALUE = 99
+MAX_OPERAND = 9          # for + and -
+MAX_MULTIPLICAND = 20    # only values up to this are multiplied (by 2 or 3)
+MAX_FACTOR = 3
 NUM_OPS = (2, 3)
 
 
@@ -25,14 +30,14 @@ def _step(rng: random.Random, value: int) -> tuple[str, int] | None:
         choices.append("+")
     if value > 1:
         choices.append("-")
-    if 2 * value <= MAX_VALUE and value > 0:
+    if 0 < value <= MAX_MULTIPLICAND:
         choices.append("*")
     op = rng.choice(choices)
     if op == "+":
-        return op, rng.randint(1, min(20, MAX_VALUE - value))
+        return op, rng.randint(1, min(MAX_OPERAND, MAX_VALUE - value))
     if op == "-":
-        return op, rng.randint(1, min(20, value - 1))
-    return op, rng.randint(2, min(5, MAX_VALUE // value))
+        return op, rng.randint(1, min(MAX_OPERAND, value - 1))
+    return op, rng.randint(2, MAX_FACTOR)
 
 
 def _apply(op: str, a: int, b: int) -> int:
