@@ -33,12 +33,7 @@ def get_config(preset: str = "tiny"):
         rl_opt = dict(learning_rate=3e-6, schedule="constant", b1=0.9, b2=0.95)
         long_rl = dict(prompts_per_step=128, num_samples=16, max_new_tokens=49152, max_prompt_tokens=16384)
         stages = {
-            "sft": configs.stage("sft", data=configs.sft_data_config(jsonl="REQUIRED: path/to/sft.jsonl",
-                                                                     seq_len=262144, batch_size=64),
-                                 optimizer=configs.optimizer_config(
-                                     learning_rate=5e-5, schedule="cosine", warmup_steps=200,
-                                     end_learning_rate=5e-6, b2=0.98, weight_decay=0.1),
-                                 train=configs.train_config(steps=20000, log_every=10, checkpoint_every=500)),
+            "sft": configs.nano30b_sft_stage(),
             "if_rl": configs.stage("grpo", rl=configs.rl_config(domains=("if",), jsonl="REQUIRED: if_rl.jsonl",
                                                                 **long_rl),
                                    optimizer=configs.optimizer_config(**rl_opt),
@@ -63,6 +58,5 @@ def get_config(preset: str = "tiny"):
                                       order=("sft", "if_rl", "math_rl", "mopd"), stages=stages,
                                       eval_cfg=configs.eval_config(domains=("math", "if"), num_examples=512,
                                                                    max_new_tokens=98304),
-                                      data=configs.shared_data_config(tokenizer="REQUIRED: tokenizer.model",
-                                                                      thinking=True))
+                                      data=configs.nano30b_shared_data())
     raise ValueError(f"unknown preset {preset!r} for experiments/mopd.py; known: tiny, nano30b")

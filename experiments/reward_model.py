@@ -23,24 +23,11 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     if preset == "tiny":
         config.model = configs.model_config("tiny")
         config.mesh = configs.mesh_config()
-        config.data = configs.preference_data_config()
-        config.reward_model = configs.reward_model_config()
-        config.optimizer = configs.optimizer_config(
-            learning_rate=1e-3, schedule="cosine", warmup_steps=10, end_learning_rate=1e-4,
-            b1=0.9, b2=0.98, weight_decay=0.01)
-        config.train = configs.train_config(steps=80, log_every=10, checkpoint_every=40)
+        config.update(configs.tiny_reward_model_stage())
     elif preset == "nano30b":
         config.model = configs.model_config("nano30b")
-        config.mesh = configs.mesh_config(data=1, fsdp=8, expert=8, tensor=1)
-        config.data = configs.preference_data_config(
-            tokenizer="REQUIRED: path/to/tokenizer.model", jsonl="REQUIRED: path/to/preference_pairs.jsonl",
-            seq_len=20480, batch_size=128, too_long="skip")
-        config.reward_model = configs.reward_model_config(eval_jsonl="REQUIRED: path/to/heldout_pairs.jsonl",
-                                                          eval_batch_size=64)
-        config.optimizer = configs.optimizer_config(
-            learning_rate=2e-6, schedule="cosine", warmup_steps=20, init_learning_rate=2e-7,
-            end_learning_rate=2e-7, b1=0.9, b2=0.95, weight_decay=0.0)
-        config.train = configs.train_config(steps=600, log_every=10, checkpoint_every=100)
+        config.mesh = configs.nano30b_mesh()
+        config.update(configs.nano30b_reward_model_stage())
     else:
         raise ValueError(f"unknown preset {preset!r} for experiments/reward_model.py; known: tiny, nano30b")
     return config

@@ -5,6 +5,12 @@ optimizer state, step, rng), ``data`` the grain iterator's position (one JSON fi
 ``config`` the run's config as JSON (read back by ``restore_config`` for teacher loading and audits).
 Saves are asynchronous where orbax allows; a run killed mid-save leaves only a temporary directory
 that orbax ignores on the next start, so the last *finished* checkpoint is what resumes.
+
+Multi-process (one process per host): every process calls ``save``/``restore`` with the same step, on a
+``directory`` that all of them see (a shared filesystem or bucket); orbax writes each array shard once,
+from the process that holds it, and syncs the processes before a checkpoint counts as finished. Each
+process saves its own data-iterator position (``data/process_<i>-of-<n>.json``), so a run resumes with
+the process count it was saved with.
 """
 from __future__ import annotations
 
@@ -89,9 +95,20 @@ class Checkpointer:
             raise FileNotFoundError(f"no finished checkpoint in {self.directory}")
         items = {"state": ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
+            self._check_data_state(step)
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"]
+
+    def _check_data_state(self, step: int) -> None:
+        """Raises a FileNotFoundError naming the saved process layout if this process has no iterator state."""
+        index, count = jax.process_index(), jax.process_count()
+        data_dir = self.directory / str(step) / "data"
+        if not (data_dir / f"process_{index}-of-{count}.json").exists():
+            saved = sorted(path.name for path in data_dir.glob("process_*.json")) if data_dir.exists() else []
+            raise FileNotFoundError(
+                f"checkpoint {data_dir.parent} has no data-iterator state for process {index} of {count} "
+                f"(it holds {saved or 'none'}): resume with the number of processes that saved it")
 
     def restore_config(self, step: int | None = None) -> dict:
         step = self.latest_step() if step is None else step

@@ -94,18 +94,19 @@ def reward_model_config(**overrides) -> ml_collections.ConfigDict:
 
 def tiny_sft_stage() -> dict:
     """The tiny SFT stage's data/optimizer/train fields (``experiments/sft.py``'s default and the first stage
-    of the tiny cascade): about five CPU minutes on 2 cores; half the examples are math (the held-out metric)."""
+    of the tiny cascade): about 3.5 minutes on 2 CPU cores (240 steps x 4K tokens); half the examples are math
+    (the held-out metric)."""
     return dict(
         data=sft_data_config(toy_mix="math=6000,if=3000,code=3000"),
         optimizer=optimizer_config(learning_rate=3e-3, schedule="cosine", warmup_steps=20,
                                    end_learning_rate=3e-4, b1=0.9, b2=0.98, weight_decay=0.1),
-        train=train_config(steps=180, log_every=20, checkpoint_every=60))
+        train=train_config(steps=240, log_every=20, checkpoint_every=60))
 
 
 def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_new_tokens: int = 64,
               max_prompt_tokens: int = 96, temperature: float = 1.0, top_p: float = 1.0,
               aggregation: str = "token_mean", **overrides) -> ml_collections.ConfigDict:
-    """Rollout + loss settings of an RL stage (GRPO or MOPD). Recipe defaults: temperature 1.0, top-p 1.0,
+    """Rollout + loss settings of an RL stage (GRPO, MOPD or RLHF). Recipe defaults: temperature 1.0, top-p 1.0,
     no KL (the recipe's RL stages run with KL coefficient 0), GRPO ``token_mean``; MOPD ``seq_mean_token_mean`` with an importance-weight gate [0.5, 2.0]."""
     rl = dict(
         domains=tuple(domains),
@@ -127,6 +128,7 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
         is_low=0.5,                      # MOPD importance-weight gate
         is_high=2.0,
         teachers=ml_collections.ConfigDict(),  # MOPD: domain -> checkpoint dir (filled from the ledger)
+        reward_model="",                 # RLHF: a reward_model stage's checkpoint dir (a cascade fills it)
     )
     rl.update(overrides)
     return ml_collections.ConfigDict(rl)
@@ -167,3 +169,95 @@ def cascade_config(*, name: str, model: str, mesh: ml_collections.ConfigDict, or
     config.order = tuple(order)
     config.stages = ml_collections.ConfigDict(stages)
     return config
+
+
+# ------------------------------------------------------------------------------------------------------
+# Stages of the recipe shared by several experiment files (experiments/{grpo,if_rl,rlhf,cascade}.py):
+# ``tiny_*`` run on a laptop CPU, ``nano30b_*`` carry RECIPE.md's settings for Nemotron-3-Nano on a TPU pod.
+NANO30B_PROMPT_TOKENS = 16384   # prompt budget of the nano30b RL stages (ours; the paper gives response lengths)
+NANO30B_TOKENIZER = "REQUIRED: path/to/tokenizer.model"
+
+
+def nano30b_mesh() -> ml_collections.ConfigDict:
+    """A v5p-64-style mesh for the nano30b presets: fsdp 8 x expert 8."""
+    return mesh_config(data=1, fsdp=8, expert=8, tensor=1)
+
+
+def nano30b_shared_data() -> ml_collections.ConfigDict:
+    """The nano30b cascades' shared data fields: the real tokenizer, thinking mode. A stage's own ``data`` wins
+    over these, so the nano30b stages below name the same tokenizer."""
+    return shared_data_config(tokenizer=NANO30B_TOKENIZER, thinking=True)
+
+
+def tiny_rl_stage(kind: str, *, domains, steps: int = 20, learning_rate: float = 2e-4,
+                  **rl_overrides) -> ml_collections.ConfigDict:
+    """A tiny RL stage (``grpo``/``mopd``/``rlhf``): a constant lr, a log line every 5 steps, a checkpoint every 10."""
+    return stage(kind, rl=rl_config(domains=domains, **rl_overrides),
+                 optimizer=optimizer_config(learning_rate=learning_rate),
+                 train=train_config(steps=steps, log_every=5, checkpoint_every=10))
+
+
+def nano30b_rl_stage(kind: str, *, domains, jsonl: str, steps: int, max_new_tokens: int,
+                     learning_rate: float = 3e-6, checkpoint_every: int = 10, optimizer=None,
+                     **rl_overrides) -> ml_collections.ConfigDict:
+    """A nano30b RL stage with the recipe's shared settings: 128 prompts x 16 rollouts, AdamW 0.9/0.95 at 3e-6,
+    temperature / top-p 1.0, the router frozen (NeMo-RL's Nano-3 RL config); ``jsonl`` names the released subset."""
+    rl = dict(prompts_per_step=128, num_samples=16, max_prompt_tokens=NANO30B_PROMPT_TOKENS)
+    rl.update(rl_overrides)
+    return stage(kind, rl=rl_config(domains=domains, jsonl=f"REQUIRED: path/to/{jsonl}", max_new_tokens=max_new_tokens,
+                                    **rl),
+                 optimizer=optimizer or optimizer_config(learning_rate=learning_rate),
+                 train=train_config(steps=steps, log_every=1, checkpoint_every=checkpoint_every, freeze_router=True))
+
+
+def nano30b_sft_stage() -> ml_collections.ConfigDict:
+    """RECIPE.md's SFT: packed to 256K tokens, batch 64, lr 5e-5 -> 5e-6 cosine, 200 warmup steps, AdamW
+    0.9/0.98, weight decay 0.1."""
+    return stage("sft", data=sft_data_config(tokenizer=NANO30B_TOKENIZER, jsonl="REQUIRED: path/to/sft.jsonl",
+                                             seq_len=262144, batch_size=64, thinking=True),
+                 optimizer=optimizer_config(learning_rate=5e-5, schedule="cosine", warmup_steps=200,
+                                            end_learning_rate=5e-6, b2=0.98, weight_decay=0.1),
+                 train=train_config(steps=20000, log_every=10, checkpoint_every=500))
+
+
+def tiny_chat_sft_stage() -> ml_collections.ConfigDict:
+    """The tiny SFT stage with the toy ``chat`` domain added (the prompts of RLHF and the reward model's pairs)."""
+    fields = tiny_sft_stage()
+    fields["data"].toy_mix += ",chat=3000"
+    return stage("sft", **fields)
+
+
+def tiny_rlhf_stage() -> ml_collections.ConfigDict:
+    """Tiny RLHF on toy ``chat`` prompts. Reward-model scores are unbounded, so an unfinished answer keeps its
+    score (the reward model ranks rambling low) instead of getting 0."""
+    return tiny_rl_stage("rlhf", domains=("chat",), max_new_tokens=32, unfinished_reward_zero=False)
+
+
+def nano30b_rlhf_stage() -> ml_collections.ConfigDict:
+    """RECIPE.md's RLHF: 16K-token responses, 25-30 steps (we take 30), 128 prompts x 16 rollouts, lr 3e-6.
+    The recipe's KL coefficient 0.03 is not applied: GRPO stages here keep no reference policy (KL 0)."""
+    return nano30b_rl_stage("rlhf", domains=("chat",), jsonl="rlhf_prompts.jsonl", steps=30, max_new_tokens=16384,
+                            unfinished_reward_zero=False)
+
+
+def tiny_reward_model_stage() -> dict:
+    """The tiny Bradley-Terry reward model's fields (``experiments/reward_model.py``'s default): toy ``chat``
+    pairs, a few CPU minutes."""
+    return dict(data=preference_data_config(), reward_model=reward_model_config(),
+                optimizer=optimizer_config(learning_rate=1e-3, schedule="cosine", warmup_steps=10,
+                                           end_learning_rate=1e-4, b1=0.9, b2=0.98, weight_decay=0.01),
+                train=train_config(steps=80, log_every=10, checkpoint_every=40))
+
+
+def nano30b_reward_model_stage() -> dict:
+    """A nano30b Bradley-Terry reward model's fields. The paper's RLHF uses a generative pairwise judge, so
+    these are ours: one epoch at a small lr, 128 pairs per step, sequences up to RLHF's 16K-token responses
+    plus their prompts."""
+    return dict(data=preference_data_config(tokenizer=NANO30B_TOKENIZER,
+                                            jsonl="REQUIRED: path/to/preference_pairs.jsonl",
+                                            seq_len=20480, batch_size=128, too_long="skip"),
+                reward_model=reward_model_config(eval_jsonl="REQUIRED: path/to/heldout_pairs.jsonl",
+                                                 eval_batch_size=64),
+                optimizer=optimizer_config(learning_rate=2e-6, schedule="cosine", warmup_steps=20,
+                                           init_learning_rate=2e-7, end_learning_rate=2e-7, weight_decay=0.0),
+                train=train_config(steps=600, log_every=10, checkpoint_every=100))

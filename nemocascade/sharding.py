@@ -31,6 +31,11 @@ LOGICAL_AXIS_RULES: dict[str, str | None] = {
     "expert_mlp": "tensor",
     "expert": "expert",
     "norm": None,
+    "ssm_heads": "tensor",       # Mamba-2 heads (projections, per-head scalars, gated norm, out projection)
+    "ssm_groups": None,
+    "ssm_state": None,
+    "ssm_channels": None,        # the depthwise conv's concatenated x/B/C channels
+    "conv_kernel": None,
 }
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints: a 2x2x2-mesh save restores onto 1x8, the data iterator resumes, keep-N, params-only."""
+"""Checkpoints: a 2x2x2-mesh save restores onto 1x8, the data iterator resumes (and a process-count mismatch is
+named), keep-N, params-only."""
 import grain
 import jax
 import jax.numpy as jnp
@@ -59,6 +60,15 @@ def test_data_iterator_position_is_restored(tmp_path):
     fresh = make_iter()
     Checkpointer(str(tmp_path / "c")).restore(abstract_train_state(_init, tx), data_iterator=fresh)
     assert [next(fresh) for _ in range(5)] == expected
+
+    # As if 2 processes had saved it: this 1-process run has no state of its own and says so.
+    data = tmp_path / "c" / "7" / "data"
+    for index in range(2):
+        (data / f"process_{index}-of-2.json").write_text((data / "process_0-of-1.json").read_text())
+    (data / "process_0-of-1.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no data-iterator state for process 0 of 1 \(it holds "
+                                                r"\['process_0-of-2.json', 'process_1-of-2.json'\]\)"):
+        Checkpointer(str(tmp_path / "c")).restore(abstract_train_state(_init, tx), data_iterator=make_iter())
 
 
 def test_keep_n_and_missing_checkpoint(tmp_path):

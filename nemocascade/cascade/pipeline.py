@@ -5,7 +5,9 @@ A cascade config has ``kind = "cascade"``, shared fields (``seed``, ``model``, `
 and ``data``/``rl`` fields). Stage ``<name>`` lives in ``workdir/<name>/``; it starts from the previous
 stage's final params; after it ends every domain of ``eval.domains`` is evaluated and appended to
 ``workdir/ledger.json``. A stage already in the ledger is skipped; an interrupted one resumes from its
-last checkpoint. A MOPD stage's teachers are, per domain, the best earlier ledger entry.
+last checkpoint. A MOPD stage's teachers are, per domain, the best earlier ledger entry; an RLHF stage
+without ``rl.reward_model`` scores with the latest earlier ``reward_model`` stage. At the end (also when
+every stage was skipped) ``workdir/report.md`` and ``workdir/scores.png`` summarise the ledger.
 """
 from __future__ import annotations
 
@@ -20,14 +22,17 @@ from absl import logging
 from nemocascade import data as data_lib
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
+from nemocascade.cascade import report
 from nemocascade.cascade.ledger import Ledger
 from nemocascade.checkpoint import restore_params
-from nemocascade.stages import evaluate, grpo, mopd, reward_model, sft
+from nemocascade.stages import evaluate, grpo, mopd, reward_model, rlhf, sft
 
-STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run, "reward_model": reward_model.run}
+STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run, "reward_model": reward_model.run,
+                 "rlhf": rlhf.run}
 # Stages that train a scorer rather than the policy: they start from the latest policy stage, evaluate
-# themselves (their own eval.json, ``ctx.evaluation`` in the ledger entry) instead of on ``eval.domains``,
-# and no later stage starts from them.
+# themselves (their own eval.json) instead of on ``eval.domains``, and no later stage starts from them.
+# Any stage's own evaluation (``ctx.evaluation``: the reward model's pairwise accuracy, RLHF's reward-model
+# scores) goes into its ledger entry as ``evaluation``.
 SCORER_KINDS = ("reward_model",)
 SHARED_FIELDS = ("seed", "model", "mesh", "eval")
 
@@ -79,6 +84,12 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
             teachers = {d: ledger.best_for(d, among=done) for d in stage_cfg.rl.domains}
             with stage_cfg.unlocked():
                 stage_cfg.rl.teachers = {d: e["checkpoint_dir"] for d, e in teachers.items()}
+        scorer_entry = None
+        if stage_cfg.kind == "rlhf" and not stage_cfg.rl.reward_model:
+            scorer_entry = _latest_reward_model(ledger, done)
+            if scorer_entry is not None:
+                with stage_cfg.unlocked():
+                    stage_cfg.rl.reward_model = scorer_entry["checkpoint_dir"]
         runner = STAGE_RUNNERS.get(stage_cfg.kind)
         if runner is None:
             raise ValueError(f"stage {name!r} has kind {stage_cfg.kind!r}; known: {sorted(STAGE_RUNNERS)}")
@@ -90,17 +101,28 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
         scores = {} if scorer else _evaluate(config, stage_cfg, ctx, state.params)
         entry = {"stage": name, "kind": stage_cfg.kind, "checkpoint_dir": ctx.checkpoint_dir,
                  "step": int(state.step), "scores": scores}
-        if scorer:
+        if ctx.evaluation is not None:
             entry["evaluation"] = ctx.evaluation
         if teachers is not None:
             entry["teachers"] = {d: {"stage": e["stage"], "checkpoint_dir": e["checkpoint_dir"]}
                                  for d, e in teachers.items()}
+        if stage_cfg.kind == "rlhf":
+            entry["reward_model"] = {"stage": scorer_entry["stage"] if scorer_entry else None,
+                                     "checkpoint_dir": stage_cfg.rl.reward_model}
         ledger.append(entry)
         _print_scores(name, scores)
         done.append(name)
         del state, ctx
         gc.collect()
+    if jax.process_index() == 0:
+        report.write_report(config, ledger, workdir)
     return ledger
+
+
+def _latest_reward_model(ledger: Ledger, done) -> dict | None:
+    """The ledger entry of the last finished ``reward_model`` stage among ``done`` (None if there is none)."""
+    scorers = [ledger.entry(n) for n in done if ledger.entry(n)["kind"] == "reward_model"]
+    return scorers[-1] if scorers else None
 
 
 def _print_scores(stage: str, scores: dict) -> None:

@@ -1,9 +1,13 @@
-"""grain input pipelines: packed SFT batches and RL prompt batches, sharded per process, checkpointable.
+"""grain input pipelines: packed SFT batches and RL prompt batches, optionally sharded, checkpointable.
 
 Both return a ``grain.IterDataset``; ``iter(dataset)`` is a ``grain.DatasetIterator`` whose
 ``get_state()`` / ``set_state()`` capture its exact position (``nemocascade.checkpoint`` saves it with the
 train state). Order: shard (``examples[shard_index::shard_count]``) -> shuffle (reshuffled every epoch)
 -> repeat ``num_epochs`` (None = forever) -> [SFT: tokenize, pack, batch, shift targets | RL: batch].
+
+Sharding defaults to one disjoint shard per JAX process (``batch_size`` rows per process). The SFT stage
+instead passes ``shard_index=0, shard_count=1`` so that every process reads the same global stream and the
+global batch does not depend on the process count (``stages/runtime.put_global_batch`` explains why).
 """
 from __future__ import annotations
 

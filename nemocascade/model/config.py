@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-BLOCK_KINDS = ("attention+moe", "attention+mlp", "attention", "moe", "mlp")
+BLOCK_KINDS = ("attention+moe", "attention+mlp", "attention", "moe", "mlp", "mamba")
 ACTIVATIONS = ("swiglu", "squared_relu")
 ROUTER_SCORES = ("softmax", "sigmoid")
 DTYPES = ("float32", "bfloat16", "float64")
@@ -34,8 +34,9 @@ class ModelConfig:
 
     Layers: ``block_pattern`` is tiled over ``num_layers`` (its length must divide it). Kinds:
     ``attention+moe`` / ``attention+mlp`` (pre-norm attention then pre-norm MoE / dense MLP, each with a
-    residual) and single-mixer ``attention`` / ``moe`` / ``mlp`` layers (Nemotron-H style: one pre-norm
-    mixer and a residual). Mamba-2 layers are not modelled yet.
+    residual) and single-mixer ``attention`` / ``moe`` / ``mlp`` / ``mamba`` layers (Nemotron-H style: one
+    pre-norm mixer and a residual; ``mamba`` is the Mamba-2 mixer of ``mamba.py``, inner width
+    ``mamba_num_heads * mamba_head_dim``).
     """
 
     vocab_size: int = 1024
@@ -69,6 +70,14 @@ class ModelConfig:
     router_bias_update_rate: float = 0.0  # aux-loss-free bias nudging per step (0 disables)
     aux_loss_weight: float = 0.01
     router_z_loss_weight: float = 0.0
+    # Mamba-2 (mamba layers); Nemotron-H names: mamba_num_heads, mamba_head_dim, ssm_state_size, n_groups,
+    # conv_kernel, chunk_size
+    mamba_num_heads: int = 4
+    mamba_head_dim: int = 32
+    mamba_state_size: int = 16
+    mamba_n_groups: int = 1              # B and C are shared by mamba_num_heads / mamba_n_groups heads each
+    mamba_conv_kernel: int = 4           # depthwise causal conv width (taps, current token included)
+    mamba_chunk_size: int = 128          # SSD chunk length (tokens); any length works, chunks are padded
     moe_impl: str = "ragged"             # "dense" is a test-only reference path
     kernel_impl: str = "xla"             # expert matmul / attention backend
     remat: str = "none"
@@ -88,7 +97,9 @@ class ModelConfig:
                 raise TypeError(f"ModelConfig: {field.name} must be {expected}, got {value!r} "
                                 f"({type(value).__name__})")
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "max_seq_len",
-                     "mlp_hidden_size", "num_experts", "num_experts_per_tok", "expert_hidden_size"):
+                     "mlp_hidden_size", "num_experts", "num_experts_per_tok", "expert_hidden_size",
+                     "mamba_num_heads", "mamba_head_dim", "mamba_state_size", "mamba_n_groups", "mamba_conv_kernel",
+                     "mamba_chunk_size"):
             if int(getattr(self, name)) < 1:
                 fail(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_shared_experts < 0:
@@ -97,7 +108,7 @@ class ModelConfig:
             fail("block_pattern is empty")
         bad = [k for k in self.block_pattern if k not in BLOCK_KINDS]
         if bad:
-            fail(f"unknown block kind(s) {bad}; valid kinds: {BLOCK_KINDS} (Mamba-2 is not modelled yet)")
+            fail(f"unknown block kind(s) {bad}; valid kinds: {BLOCK_KINDS}")
         if self.num_layers % len(self.block_pattern):
             fail(f"block_pattern of length {len(self.block_pattern)} does not divide num_layers={self.num_layers}")
         if self.head_dim is None and self.d_model % self.num_heads:
@@ -108,6 +119,8 @@ class ModelConfig:
             fail(f"rotary embeddings need an even head dim, got {self.resolved_head_dim} (or set use_rope=False)")
         if self.num_heads % self.num_kv_heads:
             fail(f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
+        if self.mamba_num_heads % self.mamba_n_groups:
+            fail(f"mamba_n_groups={self.mamba_n_groups} must divide mamba_num_heads={self.mamba_num_heads}")
         if self.num_experts_per_tok > self.num_experts:
             fail(f"num_experts_per_tok={self.num_experts_per_tok} exceeds num_experts={self.num_experts}")
         for name, valid in (("mlp_activation", ACTIVATIONS), ("moe_activation", ACTIVATIONS),

@@ -7,7 +7,8 @@ Logits are float32[B, T, V] (float64 for float64 configs), whatever the compute 
 ``moe_aux_loss`` and ``router_z_loss`` (weighted by ``aux_loss_weight`` / ``router_z_loss_weight``, scalars
 averaged over MoE layers), their unweighted ``balance_loss`` / ``z_loss``, ``expert_load``
 f32[num_moe_layers, E] (valid-token copies routed to each expert, MoE layers in layer order), and with a
-cache, ``cache`` (the updated cache; see ``init_cache`` and ``attention.py`` for the slot rule).
+cache, ``cache`` (the updated cache; see ``init_cache``, ``attention.py`` for the slot rule and ``mamba.py``
+for the Mamba-2 layers' conv and SSM states).
 Padding tokens (segment 0) are attended by no other token and count in no MoE statistic; their own
 outputs are meaningless (and get no gradient from a loss that masks them).
 """
@@ -20,11 +21,13 @@ import jax.numpy as jnp
 from nemocascade.model.attention import Attention
 from nemocascade.model.config import ModelConfig
 from nemocascade.model.layers import MLP, RMSNorm, at_least_f32, constrain, dtype_of, param
+from nemocascade.model.mamba import Mamba2, init_layer_cache
 from nemocascade.model.moe import MoE
 
 
 class Block(nn.Module):
-    """One layer: pre-norm attention and/or pre-norm MoE / MLP, each with a residual."""
+    """One layer: pre-norm attention and/or pre-norm MoE / MLP, or a pre-norm Mamba-2 mixer, each with a
+    residual."""
 
     cfg: ModelConfig
     kind: str
@@ -35,6 +38,9 @@ class Block(nn.Module):
         if "attention" in self.kind:
             h, new_cache = Attention(cfg, name="attention")(RMSNorm(cfg, name="attention_norm")(x), positions,
                                                             segment_ids, layer_cache, lengths)
+            x = constrain(x + h, "batch", None, None)
+        if self.kind == "mamba":
+            h, new_cache = Mamba2(cfg, name="mamba")(RMSNorm(cfg, name="mamba_norm")(x), segment_ids, layer_cache)
             x = constrain(x + h, "batch", None, None)
         if "moe" in self.kind:
             h, stats = MoE(cfg, name="moe")(RMSNorm(cfg, name="moe_norm")(x), segment_ids > 0)
@@ -66,7 +72,7 @@ class Decoder(nn.Module):
         stats, new_layers = [], {}
         for i, kind in enumerate(cfg.layer_kinds):
             name = f"layer_{i}"
-            layer_cache = None if cache is None or "attention" not in kind else cache["layers"][name]
+            layer_cache = None if cache is None or name not in cache["layers"] else cache["layers"][name]
             x, layer_stats, layer_new = block_cls(cfg, kind, name=name)(x, positions, segment_ids, layer_cache,
                                                                        lengths)
             if layer_stats is not None:
@@ -122,13 +128,14 @@ def _check_inputs(tokens, segment_ids, positions, cache, cfg: ModelConfig):
             raise ValueError(f"{name} shape {jnp.shape(arr)} differs from tokens shape {jnp.shape(tokens)}")
     if cache is None:
         return
-    layers = _attention_layer_names(cfg)
+    layers = _cached_layer_names(cfg)
     if set(cache) != {"lengths", "layers"} or set(cache["layers"]) != set(layers):
         raise ValueError(f"cache must have init_cache's structure: 'lengths' and 'layers' with {layers}")
     if jnp.shape(cache["lengths"]) != (tokens.shape[0],):
         raise ValueError(f"cache lengths shape {jnp.shape(cache['lengths'])} does not match the batch size "
                          f"{tokens.shape[0]} of tokens")
-    capacity = jnp.shape(next(iter(cache["layers"].values()))["k"])[1] if cache["layers"] else None
+    kv = [layer["k"] for layer in cache["layers"].values() if "k" in layer]
+    capacity = jnp.shape(kv[0])[1] if kv else None
     if capacity is not None and tokens.shape[1] > capacity:
         raise ValueError(f"{tokens.shape[1]} tokens do not fit a cache of {capacity} slots")
 
@@ -174,20 +181,27 @@ def _run(params, cfg, tokens, positions, segment_ids, cache, *, with_head):
 
 
 def init_cache(cfg: ModelConfig, batch_size: int, max_len: int, dtype=None):
-    """An empty KV cache: ``{"lengths": int32[B], "layers": {layer_i: {"k", "v": [B, S, K, Dh]}}}``."""
+    """An empty cache: ``{"lengths": int32[B], "layers": {layer_i: ...}}`` with ``{"k", "v": [B, S, K, Dh]}``
+    for attention layers and ``{"conv": [B, K-1, C], "ssm": [B, H, P, N]}`` for Mamba-2 layers (their size
+    does not grow with ``max_len``; see ``mamba.py``)."""
     if batch_size < 1 or max_len < 1:
         raise ValueError(f"init_cache needs batch_size >= 1 and max_len >= 1, got {batch_size} and {max_len}")
     if max_len > cfg.max_seq_len:
         raise ValueError(f"cache length {max_len} exceeds max_seq_len={cfg.max_seq_len}")
     dtype = dtype or dtype_of(cfg.dtype)
     shape = (batch_size, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
-    layers = {name: {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-              for name in _attention_layer_names(cfg)}
+    layers = {}
+    for i, kind in enumerate(cfg.layer_kinds):
+        if "attention" in kind:
+            layers[f"layer_{i}"] = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+        elif kind == "mamba":
+            layers[f"layer_{i}"] = init_layer_cache(cfg, batch_size, dtype)
     return {"lengths": jnp.zeros((batch_size,), jnp.int32), "layers": layers}
 
 
-def _attention_layer_names(cfg: ModelConfig) -> list[str]:
-    return [f"layer_{i}" for i, kind in enumerate(cfg.layer_kinds) if "attention" in kind]
+def _cached_layer_names(cfg: ModelConfig) -> list[str]:
+    """Layers that keep decoding state: attention (KV) and Mamba-2 (conv + SSM state)."""
+    return [f"layer_{i}" for i, kind in enumerate(cfg.layer_kinds) if "attention" in kind or kind == "mamba"]
 
 
 def update_router_bias(params, expert_load, rate: float):

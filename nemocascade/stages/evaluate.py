@@ -13,12 +13,15 @@ from nemocascade.stages.prompts import decode_samples, encode_prompts
 
 
 def evaluate_domain(params, model_cfg, tokenizer, examples: Sequence[dict], *, domain: str,
-                    max_new_tokens: int, thinking: bool = False, batch_size: int = 64, mesh=None) -> dict:
+                    max_new_tokens: int, thinking: bool = False, batch_size: int = 64, mesh=None,
+                    reward_fn=None) -> dict:
     """Greedy decoding on ``examples``; returns ``{"pass_at_1", "mean_reward", "num_examples"}``.
 
-    pass@1 counts a response as solved when its reward is 1.0 (the verifiers' full score).
+    pass@1 counts a response as solved when its reward is 1.0 (the verifiers' full score). ``reward_fn``
+    (None = the registered verifier of ``domain``) scores the responses, e.g. a reward model.
     """
-    reward_fn = rewards_lib.get_reward_fn(domain)
+    if reward_fn is None:
+        reward_fn = rewards_lib.get_reward_fn(domain)
     all_rewards = []
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start:start + batch_size])

@@ -184,8 +184,6 @@ def evaluate_pairs(scorer: rm.RewardModelFn, pairs) -> dict:
 class RewardModelContext(runtime.StageContext):
     """A stage context whose params are reward-model params; ``evaluation`` is set after training."""
 
-    evaluation: dict | None = None
-
     def init_params_fn(self, rng):
         return rm.init_reward_params(self.model_cfg, rng)
 

@@ -1,9 +1,9 @@
 """The part of every RL stage that is the same: prompts -> rollouts -> scored samples -> train batch.
 
 A concrete stage (GRPO, MOPD, RLHF) supplies ``loss_fn()`` and ``extra_batch(...)`` (advantages, or
-teacher log-probs), and may weight rows (0 drops a row from the loss). Rollouts are drawn from
-``state.params`` itself (no copy) with a key derived from (seed, step), so a resumed stage redraws
-exactly the rollouts it would have drawn.
+teacher log-probs), may replace the reward fns (``make_reward_fns``) and may weight rows (0 drops a row
+from the loss). Rollouts are drawn from ``state.params`` itself (no copy) with a key derived from
+(seed, step), so a resumed stage redraws exactly the rollouts it would have drawn.
 """
 from __future__ import annotations
 
@@ -59,7 +59,12 @@ class RLStage:
         if self.width > self.ctx.model_cfg.max_seq_len:
             raise ValueError(f"rl.max_prompt_tokens + rl.max_new_tokens = {self.width} exceeds "
                              f"model.max_seq_len = {self.ctx.model_cfg.max_seq_len}")
-        self.reward_fns = {d: rewards_lib.get_reward_fn(d) for d in sorted(set(rl.domains))}
+        self.reward_fns = self.make_reward_fns()
+
+    def make_reward_fns(self) -> dict:
+        """Domain -> reward fn (``score(samples) -> (f32[N], infos)``); by default the registered verifier
+        of each of ``rl.domains`` (RLHF overrides this with its reward model)."""
+        return {d: rewards_lib.get_reward_fn(d) for d in sorted(set(self.config.rl.domains))}
 
     def loss_fn(self):
         raise NotImplementedError
@@ -96,8 +101,10 @@ class RLStage:
 
     def run(self, *, initial_params=None):
         ctx, rl = self.ctx, self.config.rl
+        # One global prompt stream on every process (same rollouts everywhere): see runtime.put_global_batch.
         prompt_iter = iter(data_lib.make_prompt_dataset(rl_examples(rl, self.config.seed),
-                                                        batch_size=rl.prompts_per_step, seed=self.config.seed))
+                                                        batch_size=rl.prompts_per_step, seed=self.config.seed,
+                                                        shard_index=0, shard_count=1))
         state, state_shardings = runtime.init_or_restore_state(ctx, initial_params=initial_params,
                                                                data_iterator=prompt_iter)
         batch_sharding = sharding_lib.batch_sharding(ctx.mesh)
@@ -105,7 +112,7 @@ class RLStage:
 
         def next_batch(state):
             batch, host_metrics = self.make_batch(state, next(prompt_iter))
-            return {k: jax.device_put(v, batch_sharding) for k, v in batch.items()}, host_metrics
+            return runtime.put_global_batch(batch, batch_sharding), host_metrics
 
         state = runtime.train_and_close(ctx, state=state, step_fn=step_fn, next_batch=next_batch,
                                         data_iterator=prompt_iter,

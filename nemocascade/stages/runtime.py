@@ -2,15 +2,20 @@
 
 A stage module (``sft``, ``grpo``, ``mopd``, ...) only adds its batch maker and its loss; everything
 here is shared, so all stages train through the same ``make_train_step`` and the same loop.
+
+Multi-process (one process per host, ``nemocascade/distributed.py``): every process runs this same code
+on the same global mesh. Checkpoints are saved and restored by all processes together (orbax), metrics
+are written by process 0 only, and batches go onto the mesh through :func:`put_global_batch`.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import ml_collections
+import numpy as np
 
 from nemocascade import hardware
 from nemocascade import model as model_lib
@@ -34,6 +39,7 @@ class StageContext:
     param_shardings: Any
     optimizer: Any
     checkpointer: Checkpointer
+    evaluation: dict | None = None  # the stage's own evaluation (set after training), kept in the ledger
 
     @property
     def checkpoint_dir(self) -> str:
@@ -82,7 +88,9 @@ def init_or_restore_state(ctx: StageContext, *, initial_params=None, data_iterat
     """
     latest = ctx.checkpointer.latest_step()
     if latest is not None:
-        print(f"[{ctx.name}] resuming from the checkpoint of step {latest} in {ctx.checkpoint_dir}", flush=True)
+        if jax.process_index() == 0:
+            print(f"[{ctx.name}] resuming from the checkpoint of step {latest} in {ctx.checkpoint_dir}",
+                  flush=True)
         abstract = abstract_train_state(ctx.init_params_fn, ctx.optimizer, param_shardings=ctx.param_shardings)
         state = ctx.checkpointer.restore(abstract, data_iterator=data_iterator)
         return state, jax.tree.map(lambda a: a.sharding, abstract)
@@ -90,6 +98,31 @@ def init_or_restore_state(ctx: StageContext, *, initial_params=None, data_iterat
     if initial_params is not None:
         return train_state_from_params(initial_params, ctx.optimizer, rng)
     return create_train_state(ctx.init_params_fn, ctx.optimizer, rng, param_shardings=ctx.param_shardings)
+
+
+def put_global_batch(batch: Mapping[str, Any], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
+    """Host arrays of the whole global batch -> global ``jax.Array``s laid out by ``sharding``.
+
+    Every process passes the same global batch (same shapes, same values): each one runs the same
+    deterministic input pipeline (same examples, seed and position) and transfers only the rows its
+    own devices hold (``jax.make_array_from_process_local_data`` with ``global_shape`` = the local
+    shape slices the local data by each addressable device's index). Why the whole batch everywhere
+    rather than a disjoint shard of examples per process: packing turns a stream of conversations into
+    rows, so per-process streams would pack into different rows and the global batch (hence the loss
+    and the update) would depend on the process count; with one stream, 1 process x 8 devices and 2
+    processes x 4 devices train on identical batches, and any mesh (whichever axes split the batch, in
+    whatever device order) gets the right rows. The price is that each host tokenizes and packs the
+    whole global batch, which is small next to a train step. Single-process this equals ``device_put``.
+
+    Args:
+      batch: name -> array-like (e.g. ``int32[B, L]``); every array's leading dim is the global batch.
+      sharding: where each array goes (e.g. ``sharding.batch_sharding(mesh)``).
+    Returns:
+      name -> ``jax.Array`` of the same shape and dtype, sharded by ``sharding``.
+    """
+    arrays = {name: np.asarray(value) for name, value in batch.items()}
+    return {name: jax.make_array_from_process_local_data(sharding, value, value.shape)
+            for name, value in arrays.items()}
 
 
 def build_step(ctx: StageContext, loss_fn, state_shardings, batch_shardings=None):

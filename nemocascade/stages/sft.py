@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import jax
 import ml_collections
-import numpy as np
 
 from nemocascade import data as data_lib
 from nemocascade import losses
@@ -63,17 +62,21 @@ def sft_examples(data_cfg: ml_collections.ConfigDict, seed: int) -> list[dict]:
 def run(config: ml_collections.ConfigDict, workdir: str, *, initial_params=None):
     """Trains ``config.train.steps`` SFT steps in ``workdir`` (resuming if a checkpoint is there).
 
-    Returns the final ``TrainState``.
+    ``config.data.batch_size`` is the global batch (packed rows per step over all processes); with several
+    processes each one reads the same packed stream and puts its devices' rows on the mesh, so the run
+    trains on the same batches as a single process on the same global mesh.
+    Returns ``(StageContext, final TrainState)``.
     """
     ctx = runtime.build_context(config, workdir)
     tokenizer = data_lib.load_tokenizer(config.data.tokenizer)
     if tokenizer.vocab_size > ctx.model_cfg.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but model.vocab_size is "
                          f"{ctx.model_cfg.vocab_size}")
+    # One global stream on every process (not a shard per process): see ``runtime.put_global_batch``.
     dataset = data_lib.make_sft_dataset(
         sft_examples(config.data, config.seed), tokenizer, seq_len=config.data.seq_len,
         batch_size=config.data.batch_size, seed=config.seed, thinking=config.data.thinking,
-        too_long=config.data.too_long)
+        too_long=config.data.too_long, shard_index=0, shard_count=1)
     iterator = iter(dataset)
     state, state_shardings = runtime.init_or_restore_state(ctx, initial_params=initial_params,
                                                            data_iterator=iterator)
@@ -83,8 +86,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, initial_params=None)
 
     def next_batch(_state):
         batch = next(iterator)
-        arrays = {k: jax.device_put(np.asarray(batch[k]), batch_sharding) for k in BATCH_KEYS}
-        return arrays, {}
+        return runtime.put_global_batch({k: batch[k] for k in BATCH_KEYS}, batch_sharding), {}
 
     state = runtime.train_and_close(ctx, state=state, step_fn=step_fn, next_batch=next_batch,
                                     data_iterator=iterator,

@@ -12,6 +12,20 @@ from nemocascade.train.state import TrainState
 InitParamsFn = Callable[[jax.Array], Any]
 
 
+def _init_opt_state(optimizer: optax.GradientTransformation, params, param_shardings):
+    """``optimizer.init(params)`` with every params-shaped moment constrained to its parameter's sharding.
+
+    Without the constraint XLA replicates the moments: they are zeros that do not depend on the params,
+    so no sharding propagates to them (a full optimizer state per device).
+    """
+    opt_state = optimizer.init(params)
+    if param_shardings is None:
+        return opt_state
+    return optax.tree_utils.tree_map_params(
+        optimizer, jax.lax.with_sharding_constraint, opt_state, param_shardings,
+        transform_non_params=lambda x: x, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+
+
 def _state_init_fn(init_params_fn: InitParamsFn, optimizer: optax.GradientTransformation, param_shardings):
     def init(rng: jax.Array) -> TrainState:
         params_rng, state_rng = jax.random.split(rng)
@@ -19,7 +33,7 @@ def _state_init_fn(init_params_fn: InitParamsFn, optimizer: optax.GradientTransf
         if param_shardings is not None:
             params = jax.lax.with_sharding_constraint(params, param_shardings)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=optimizer.init(params), rng=state_rng)
+                          opt_state=_init_opt_state(optimizer, params, param_shardings), rng=state_rng)
     return init
 
 
@@ -63,10 +77,13 @@ def abstract_train_state(init_params_fn: InitParamsFn, optimizer: optax.Gradient
 def train_state_from_params(params, optimizer: optax.GradientTransformation, rng: jax.Array):
     """A fresh ``TrainState`` around existing params (e.g. an RL stage starting from the SFT checkpoint).
 
-    The params keep their shardings; optimizer moments are created beside them (inside one jit, so they
-    inherit those shardings). Returns ``(state, state_shardings)``.
+    The params (jax Arrays) keep their shardings; optimizer moments are created beside them with the same
+    shardings. Returns ``(state, state_shardings)``.
     """
+    shardings = jax.tree.map(lambda p: p.sharding, params)
+
     def init(params, rng):
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params), rng=rng)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=_init_opt_state(optimizer, params, shardings), rng=rng)
     compiled = jax.jit(init).lower(params, rng).compile()
     return compiled(params, rng), compiled.output_shardings

@@ -88,7 +88,7 @@ ASSISTANT_MESSAGES = [
 ]
 
 
-@pytest.mark.parametrize("message,thinking", itertools.product(ASSISTANT_MESSAGES, (True, False)))
+@pytest.mark.parametrize("message,thinking", list(itertools.product(ASSISTANT_MESSAGES, (True, False))))
 def test_parse_assistant_round_trip(message, thinking):
     full = {"role": "assistant", **message}
     completion = ct.assistant_completion(full, thinking=thinking)

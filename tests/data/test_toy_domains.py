@@ -62,19 +62,20 @@ def _solve_word_problem(prompt: str) -> tuple[int, int]:
     """Independent reading of the problem text: returns (answer, number of operations)."""
     sentences = re.findall(r"[^.?]+[.?]", prompt)
     value = int(re.search(r"has (\d+) ", sentences[0]).group(1))
+    assert 2 <= value <= 12
     ops = 0
     for sentence in sentences[1:-1]:
         number = int(re.search(r"(\d+)", sentence).group(1))
         if "times as many" in sentence:
-            assert number in (2, 3) and value <= 20
+            assert number == 2 and value <= 10
             value *= number
         elif "more" in sentence:
             value += number
         else:
             value -= number
-        assert "times as many" in sentence or 1 <= number <= 9
+        assert "times as many" in sentence or 1 <= number <= 5
         ops += 1
-        assert 0 <= value <= 99
+        assert 1 <= value <= 20
     return value, ops
 
 

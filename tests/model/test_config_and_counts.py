@@ -10,7 +10,8 @@ from nemocascade import model as m
     (dict(num_heads=5), "num_heads=5 does not divide d_model=128"),
     (dict(num_experts_per_tok=9), "num_experts_per_tok=9 exceeds num_experts=4"),
     (dict(num_kv_heads=3), "num_kv_heads=3 must divide num_heads=4"),
-    (dict(block_pattern=("mamba",)), "unknown block kind"),
+    (dict(block_pattern=("mamba+moe",)), "unknown block kind"),
+    (dict(mamba_num_heads=6, mamba_n_groups=4), "mamba_n_groups=4 must divide mamba_num_heads=6"),
     (dict(moe_activation="gelu"), "moe_activation='gelu' is not one of"),
     (dict(block_pattern=("attention+moe", "attention+mlp", "attention+moe")), "does not divide num_layers=4"),
 ])
@@ -56,29 +57,15 @@ def test_unknown_field_is_rejected_listing_valid_ones():
         m.presets.tiny().replace(hidden=3)
 
 
-def test_nano30b_counts_match_the_published_layer_sizes():
-    """Hand count from the Nemotron-3-Nano-30B-A3B config (hidden 2688, vocab 131072, 32/2 heads x 128,
-    128 experts of width 1856 top-6 non-gated, shared MLP 3712, untied embeddings). Mamba-2 layers are not
-    modelled, so the total is the published 31.6B minus the 23 Mamba-2 layers (~0.9B)."""
+def test_nano30b_counts_match_the_published_layer_sizes_and_totals():
+    """Hand count from the Nemotron-3-Nano-30B-A3B config.json (hidden 2688, vocab 131072, untied; attention
+    32/2 heads x 128; Mamba-2 mamba_num_heads 64 x head dim 64, ssm_state_size 128, n_groups 8, conv_kernel 4
+    with conv bias, gated RMSNorm, in_proj -> [z, x, B, C, dt], no projection biases; 128 experts of width
+    1856 top-6 non-gated, shared MLP 3712), in the published 52-layer pattern. Published (Nemotron 3 Nano
+    tech report, arXiv:2512.20848; HF model card): 31.6B total, 3.2B active (3.6B with embeddings)."""
     cfg = m.presets.nano30b()
     d, v = 2688, 131072
-    attention = d * 32 * 128 * 2 + d * 2 * 128 * 2 + d            # q, o, k, v, pre-norm
-    expert = 2 * d * 1856                                          # up + down (squared ReLU, no gate)
-    moe = d * 128 + 128 * expert + 2 * d * 3712 + d                # router, experts, shared MLP, pre-norm
-    embeddings = 2 * v * d + d                                      # embed, lm_head, final norm
-    total = 6 * attention + 23 * moe + embeddings
-    active = total - 23 * (128 - 6) * expert
-    counts = m.param_count(cfg)
-    assert counts == {"total": total, "active": active}
-    assert cfg.layer_kinds.count("moe") == 23 and cfg.layer_kinds.count("attention") == 6
-
-
-def test_nano30b_plus_the_missing_mamba_layers_gives_the_published_totals():
-    """Published (Nemotron 3 Nano tech report, arXiv:2512.20848; HF model card): 31.6B total, 3.2B active
-    (3.6B with embeddings). The 23 Mamba-2 layers we do not model, counted by hand from config.json
-    (mamba_num_heads 64 x head dim 64, ssm_state_size 128, n_groups 8, conv_kernel 4, conv bias, gated
-    RMSNorm; in_proj -> [z, x, B, C, dt]), close the gap exactly to the published rounding."""
-    d, inner, groups, state, heads = 2688, 64 * 64, 8, 128, 64
+    inner, groups, state, heads = 64 * 64, 8, 128, 64
     conv_channels = inner + 2 * groups * state
     mamba = (d * (2 * inner + 2 * groups * state + heads)   # in_proj
              + conv_channels * 4 + conv_channels             # depthwise conv1d weight + bias
@@ -86,12 +73,18 @@ def test_nano30b_plus_the_missing_mamba_layers_gives_the_published_totals():
              + inner                                          # gated RMSNorm
              + inner * d                                      # out_proj
              + d)                                             # the layer's pre-norm
-    counts = m.param_count(m.presets.nano30b())
-    total = counts["total"] + 23 * mamba
-    active = counts["active"] + 23 * mamba
+    attention = d * 32 * 128 * 2 + d * 2 * 128 * 2 + d            # q, o, k, v, pre-norm
+    expert = 2 * d * 1856                                          # up + down (squared ReLU, no gate)
+    moe = d * 128 + 128 * expert + 2 * d * 3712 + d                # router, experts, shared MLP, pre-norm
+    embeddings = 2 * v * d + d                                      # embed, lm_head, final norm
+    total = 23 * mamba + 6 * attention + 23 * moe + embeddings
+    active = total - 23 * (128 - 6) * expert
+    assert m.param_count(cfg) == {"total": total, "active": active}
+    assert "".join({"mamba": "M", "moe": "E", "attention": "*"}[k] for k in cfg.layer_kinds) == \
+        "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"
     assert round(total / 1e9, 1) == 31.6
     assert round(active / 1e9, 1) == 3.6                       # with the input embedding and LM head
-    assert round((active - 131072 * d) / 1e9, 1) == 3.2        # without the input embedding
+    assert round((active - v * d) / 1e9, 1) == 3.2             # without the input embedding
 
 
 def test_flops_per_token_formula():

@@ -12,6 +12,9 @@ BASE = m.presets.tiny().replace(vocab_size=48, d_model=32, num_layers=2, num_hea
                                 num_experts=4, num_experts_per_tok=2, expert_hidden_size=16, max_seq_len=64)
 SIGMOID = BASE.replace(router_score="sigmoid", num_kv_heads=1, moe_activation="squared_relu",
                        routed_scaling_factor=2.5)
+HYBRID = m.presets.tiny_hybrid().replace(vocab_size=48, d_model=32, num_heads=4, num_kv_heads=2, num_experts=4,
+                                         expert_hidden_size=16, max_seq_len=64, mamba_num_heads=4, mamba_head_dim=8,
+                                         mamba_state_size=8, mamba_n_groups=2, mamba_chunk_size=4)
 PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20], [30, 31, 32, 33]]
 _forward = jax.jit(m.forward, static_argnums=(1,))
 
@@ -42,9 +45,11 @@ def _full_logprobs(params, cfg, rollouts, temperature, packed):
     return out
 
 
-@pytest.mark.parametrize("cfg", [BASE, SIGMOID], ids=["softmax-gqa2", "sigmoid-mqa"])
+@pytest.mark.parametrize("cfg", [BASE, SIGMOID, HYBRID], ids=["softmax-gqa2", "sigmoid-mqa", "mamba-hybrid"])
 @pytest.mark.parametrize("packed", [False, True], ids=["rows", "packed"])
 def test_logprobs_equal_full_forward(cfg, packed):
+    """The hybrid's Mamba-2 layers decode from their conv + SSM states (O(1) per token), its attention
+    layers from the KV cache; the full forward recomputes everything from the tokens."""
     params = m.init_params(cfg, jax.random.PRNGKey(1))
     ro = generate(params, cfg, PROMPTS, max_new_tokens=9, num_samples=2, temperature=0.8, stop_tokens=(3,),
                   rng=jax.random.PRNGKey(4))

@@ -1,10 +1,10 @@
 """Toy ``math`` domain: word problems with 2-3 operations (+, -, *) on small numbers.
 
-Every intermediate value stays in [0, 99]; added and subtracted numbers are single digits and only values up
-to ``MAX_MULTIPLICAND`` are doubled or tripled, so the arithmetic is within reach of the tiny model's CPU budget
-(one carry at most per step) while the problems stay multi-step. The reference solution writes one equation per step and ends
-with ``\\boxed{answer}``, e.g. ``3 + 4 = 7. 7 - 2 = 5. The answer is \\boxed{5}.``; its reasoning
-(thinking mode) names the operations in words. Example field: ``answer`` (str).
+Every value stays in [1, ``MAX_VALUE``]; added and subtracted numbers are at most ``MAX_OPERAND`` and only values up
+to ``MAX_MULTIPLICAND`` are doubled, so the table of arithmetic facts (~200 of them) is small enough for the tiny
+model to learn within its few CPU minutes while the problems stay multi-step word problems. The reference solution
+writes one equation per step and ends with ``\\boxed{answer}``, e.g. ``3 + 4 = 7. 7 - 2 = 5. The answer is
+\\boxed{5}.``; its reasoning (thinking mode) names the operations in words. Example field: ``answer`` (str).
 """
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Max", "Ivy", "Leo", "Zoe", "
 ITEMS = ("apples", "pens", "books", "coins", "stickers", "cards", "shells", "marbles", "cookies", "stamps")
 ADD_VERBS = ("buys", "finds", "gets", "wins")
 SUB_VERBS = ("gives away", "loses", "sells", "uses")
-MAX_VALUE = 99
-MAX_OPERAND = 9          # for + and -
-MAX_MULTIPLICAND = 20    # only values up to this are multiplied (by 2 or 3)
-MAX_FACTOR = 3
+MAX_VALUE = 20
+MAX_START = 12
+MAX_OPERAND = 5          # for + and -
+MAX_MULTIPLICAND = 10    # only values up to this are multiplied (by 2 .. MAX_FACTOR)
+MAX_FACTOR = 2
 NUM_OPS = (2, 3)
 
 
@@ -46,7 +47,7 @@ def _apply(op: str, a: int, b: int) -> int:
 
 def draw(rng: random.Random) -> ToyTask:
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    value = rng.randint(2, 20)
+    value = rng.randint(2, MAX_START)
     sentences = [f"{name} has {value} {item}."]
     equations, words = [], [f"Start with {value}"]
     for _ in range(rng.choice(NUM_OPS)):

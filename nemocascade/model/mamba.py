@@ -1,0 +1,161 @@
+"""The Mamba-2 mixer of Nemotron-H: gated SSM with a depthwise causal conv and a grouped gated RMSNorm.
+
+For x [B, T, D] (``H`` heads of width ``P``, ``G`` groups, state ``N``, conv width ``K``):
+
+    z = x W_z, u = x W_x  [B, T, H, P];  b = x W_b, c = x W_c  [B, T, G, N];  dt_raw = x W_dt  [B, T, H]
+    (u, b, c) = silu(causal depthwise conv_K(concat(u, b, c)) + conv bias)
+    dt = softplus(dt_raw + dt_bias),  a = -exp(A_log)                                   (per head)
+    y = SSM(u, dt, a, b, c) + D * u                                                     (``ssd.py``)
+    out = (grouped_rms_norm(y * silu(z)) * norm_scale) W_out                            (G norm groups)
+
+(the Mamba-2 paper's block and the published Nemotron-H mixer: in_proj split into [z, x, B, C, dt], conv
+with bias over x/B/C, gated RMSNorm with the gate applied before normalising, no projection biases;
+Nemotron-H's default time-step limit (0, inf) is no clamp). The projections are kept as separate params
+per role so that heads can be sharded; their sizes add up to the published in_proj.
+
+Packing: neither the conv window nor the state crosses a segment boundary, and padding (segment 0) gets
+``dt = 0`` so it feeds nothing. With a cache (``{"conv": [B, K-1, C], "ssm": [B, H, P, N]}``, C = H*P + 2*G*N)
+the call continues each row's sequence: its valid tokens must be a prefix of the row (right padding), a
+single-token call runs the O(1) recurrence step, a longer one the chunked scan from the cached state.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nemocascade.model.config import ModelConfig
+from nemocascade.model.layers import at_least_f32, dtype_of, param
+from nemocascade.model.ssd import segment_starts, ssd_chunked, ssd_step
+
+
+def conv_channels(cfg: ModelConfig) -> int:
+    """Channels of the depthwise conv: the SSM input (H*P) and the B and C projections (G*N each)."""
+    return cfg.mamba_num_heads * cfg.mamba_head_dim + 2 * cfg.mamba_n_groups * cfg.mamba_state_size
+
+
+def causal_conv(u, segment_ids, weight, bias, history):
+    """Depthwise causal conv inside segments.
+
+    Args:
+      u: [B, T, C].  segment_ids: int32[B, T].  weight: [K, C] (tap ``K-1`` is the current token).
+      bias: [C].  history: [B, K-1, C] the inputs before token 0 (zeros for a fresh sequence).
+    Returns:
+      (out [B, T, C] = bias + sum_i weight[i] * input[t - (K-1) + i], counting only inputs of t's own
+      segment or the history; extended inputs [B, K-1+T, C] = concat(history, u)).
+    """
+    k, t = weight.shape[0], u.shape[1]
+    extended = jnp.concatenate([history.astype(u.dtype), u], axis=1)
+    history_segment = jnp.full((segment_ids.shape[0], k - 1), -1, segment_ids.dtype)
+    source_segment = jnp.concatenate([history_segment, segment_ids], axis=1)
+    out = jnp.broadcast_to(bias.astype(u.dtype), u.shape)
+    for i in range(k):
+        seen = source_segment[:, i:i + t]
+        keep = (seen == segment_ids) | (seen == -1)
+        out = out + jnp.where(keep[..., None], extended[:, i:i + t] * weight[i].astype(u.dtype), 0)
+    return out, extended
+
+
+def gated_rms_norm(y, z, scale, groups: int, eps: float):
+    """rms_norm(y * silu(z)) over ``groups`` equal groups of the H*P features, times ``scale``.
+
+    y, z: [B, T, H, P]; scale: [H, P]. Computed in float32 (float64), returned in y's dtype.
+    """
+    bsz, t, h, p = y.shape
+    gated = at_least_f32(y) * jax.nn.silu(at_least_f32(z))
+    grouped = gated.reshape(bsz, t, groups, h * p // groups)
+    normed = grouped * jax.lax.rsqrt(jnp.mean(grouped * grouped, axis=-1, keepdims=True) + eps)
+    return (normed.reshape(bsz, t, h, p) * scale.astype(normed.dtype)).astype(y.dtype)
+
+
+def _uniform(low: float, high: float):
+    def init(key, shape, dtype):
+        return jax.random.uniform(key, shape, dtype, low, high)
+    return init
+
+
+def _a_log_init(key, shape, dtype):
+    """log of A ~ U[1, 16] (Mamba-2's default A range)."""
+    return jnp.log(jax.random.uniform(key, shape, dtype, 1.0, 16.0))
+
+
+def _dt_bias_init(key, shape, dtype):
+    """Inverse softplus of dt ~ log-uniform in [1e-3, 1e-1] (floored at 1e-4), Mamba-2's default."""
+    dt = jnp.exp(jax.random.uniform(key, shape, dtype, math.log(1e-3), math.log(1e-1)))
+    dt = jnp.maximum(dt, 1e-4)
+    return dt + jnp.log(-jnp.expm1(-dt))
+
+
+class Mamba2(nn.Module):
+    """x [B, T, D] -> ([B, T, D], new layer cache or None). See the module docstring."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, segment_ids, layer_cache=None):
+        cfg = self.cfg
+        d = x.shape[-1]
+        h, p, g, n, k = (cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.mamba_n_groups, cfg.mamba_state_size,
+                         cfg.mamba_conv_kernel)
+        bsz, t = x.shape[:2]
+        dtype = dtype_of(cfg.dtype)
+        init = nn.initializers.normal(stddev=d ** -0.5)
+        w_z = param(self, "w_z", (d, h, p), ("embed", "ssm_heads", "head_dim"), init, cfg).astype(dtype)
+        w_x = param(self, "w_x", (d, h, p), ("embed", "ssm_heads", "head_dim"), init, cfg).astype(dtype)
+        w_b = param(self, "w_b", (d, g, n), ("embed", "ssm_groups", "ssm_state"), init, cfg).astype(dtype)
+        w_c = param(self, "w_c", (d, g, n), ("embed", "ssm_groups", "ssm_state"), init, cfg).astype(dtype)
+        w_dt = param(self, "w_dt", (d, h), ("embed", "ssm_heads"), init, cfg).astype(dtype)
+        channels = conv_channels(cfg)
+        conv_init = _uniform(-k ** -0.5, k ** -0.5)          # PyTorch's default for a depthwise conv
+        conv_weight = param(self, "conv_weight", (k, channels), ("conv_kernel", "ssm_channels"), conv_init, cfg)
+        conv_bias = param(self, "conv_bias", (channels,), ("ssm_channels",), conv_init, cfg)
+        dt_bias = param(self, "dt_bias", (h,), ("ssm_heads",), _dt_bias_init, cfg, at_least_float32=True)
+        a_log = param(self, "A_log", (h,), ("ssm_heads",), _a_log_init, cfg, at_least_float32=True)
+        d_skip = param(self, "D", (h,), ("ssm_heads",), nn.initializers.ones, cfg, at_least_float32=True)
+        norm_scale = param(self, "norm_scale", (h, p), ("ssm_heads", "head_dim"), nn.initializers.ones, cfg)
+        w_out = param(self, "w_out", (h, p, d), ("ssm_heads", "head_dim", "embed"),
+                      nn.initializers.normal(stddev=(h * p) ** -0.5), cfg).astype(dtype)
+
+        z = jnp.einsum("btd,dhp->bthp", x, w_z)
+        u = jnp.concatenate([jnp.einsum("btd,dhp->bthp", x, w_x).reshape(bsz, t, h * p),
+                             jnp.einsum("btd,dgn->btgn", x, w_b).reshape(bsz, t, g * n),
+                             jnp.einsum("btd,dgn->btgn", x, w_c).reshape(bsz, t, g * n)], axis=-1)
+        history = jnp.zeros((bsz, k - 1, channels), dtype) if layer_cache is None else layer_cache["conv"]
+        u, extended = causal_conv(u, segment_ids, conv_weight, conv_bias, history)
+        u = jax.nn.silu(u)
+        xs = u[..., :h * p].reshape(bsz, t, h, p)
+        b = u[..., h * p:h * p + g * n].reshape(bsz, t, g, n)
+        c = u[..., h * p + g * n:].reshape(bsz, t, g, n)
+        valid = segment_ids > 0
+        dt = jax.nn.softplus(at_least_f32(jnp.einsum("btd,dh->bth", x, w_dt)) + at_least_f32(dt_bias))
+        dt = jnp.where(valid[..., None], dt, 0.0)
+        a = -jnp.exp(a_log)
+
+        if layer_cache is not None and t == 1:
+            y, state = ssd_step(layer_cache["ssm"], xs[:, 0], dt[:, 0], a, b[:, 0], c[:, 0])
+            y = y[:, None]
+        else:
+            initial = None if layer_cache is None else layer_cache["ssm"]
+            y, state = ssd_chunked(xs, dt, a, b, c, segment_starts(segment_ids), chunk_size=cfg.mamba_chunk_size,
+                                   initial_state=initial)
+        y = y + (d_skip[:, None] * at_least_f32(xs)).astype(y.dtype)
+        y = gated_rms_norm(y, z, norm_scale, g, cfg.rms_norm_eps)
+        out = jnp.einsum("bthp,hpd->btd", y, w_out)
+        if layer_cache is None:
+            return out, None
+        # The conv history after the row's last valid token: extended inputs [v, v + K - 1).
+        num_valid = jnp.sum(valid, axis=1)
+        rows = num_valid[:, None] + jnp.arange(k - 1)[None, :]
+        conv = jnp.take_along_axis(extended, rows[..., None], axis=1).astype(layer_cache["conv"].dtype)
+        return out, {"conv": conv, "ssm": state.astype(layer_cache["ssm"].dtype)}
+
+
+def init_layer_cache(cfg: ModelConfig, batch_size: int, dtype) -> dict:
+    """An empty Mamba-2 layer cache: conv history [B, K-1, C] in ``dtype``, SSM state [B, H, P, N] in
+    float32 (float64 for a float64 ``dtype``)."""
+    state_dtype = jnp.promote_types(dtype, jnp.float32)
+    return {"conv": jnp.zeros((batch_size, cfg.mamba_conv_kernel - 1, conv_channels(cfg)), dtype),
+            "ssm": jnp.zeros((batch_size, cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.mamba_state_size),
+                             state_dtype)}

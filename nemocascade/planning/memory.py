@@ -1,0 +1,133 @@
+"""Activation, KV-cache and prefill bytes per device: closed-form estimates of this code's main tensors.
+
+Symbols: ``D`` d_model, ``H``/``K`` query/KV heads, ``Dh`` head dim, ``E`` experts, ``k`` experts per
+token, ``F`` expert width, ``Fs`` shared-expert width, ``Fm`` dense-MLP width, ``V`` vocabulary, ``L`` the
+sequence length, ``c`` bytes of the compute dtype (``cfg.dtype``), f32 = 4 bytes. A ``_t`` suffix is the
+size after the ``tensor`` mesh axis splits it (when it divides it, as ``sharding.py`` lays params out).
+
+Tokens per device: ``N = (rows / grad_accum_steps) / S * L`` with ``S`` the product of the batch mesh axes
+(``data``, ``fsdp``, ``expert``: ``sharding.BATCH_AXES``); when ``S`` does not divide the micro-batch's rows
+the model's sharding constraint leaves the batch replicated (``S = 1``), as ``model/layers.constrain`` does.
+
+Saved for the backward, bytes per token (``remat="none"``; a combined kind such as ``attention+moe`` adds
+both parts):
+  attention  ``2Dc`` (block input, normed input) ``+ (2H_t + 2K_t) Dh c`` (q, k, v, attention output)
+             ``+ 4 H_t L`` (the f32 probabilities [H, L] of the XLA path, ``kernel_impl="xla"``) or
+             ``+ 4 H_t`` (the flash kernels' log-sum-exp).
+  moe        ``2Dc + 8E`` (router logits and scores, f32) ``+ k (2D + (g+1) F_t) c`` (token copies sorted by
+             expert, their outputs, up[/gate] projections and the activation; ``g`` = 1 for SwiGLU, 0
+             for squared ReLU) ``+ (g+1) Fs_t c`` (shared expert).
+  mlp        ``2Dc + (g+1) Fm_t c``.
+  mamba      (``Hm`` SSM heads of width ``P``, ``G`` groups, state ``N``, ``C = Hm P + 2GN`` conv channels,
+             ``Q = min(chunk, L)``) ``2Dc + 2 Hm_t P c`` (z, the gated-norm output) ``+ 3Cc`` (projections
+             before / after the conv and after the SiLU) ``+ 8 Hm_t`` (dt) ``+ 4 (3 Q Hm_t + Q G)`` (the
+             chunked SSD's f32 log-decay, decay and weights per head and C.B scores per group)
+             ``+ 8 Hm_t P N / Q`` (chunk states) ``+ 12 Hm_t P`` (f32 y, gated and normed copies).
+  LM head    ``Dc + 8 V_t`` once per token (f32 logits and their log-softmax); a scalar head ``4D``.
+``remat="full"`` keeps only each block's input ``Dc`` per layer plus one layer's full set (recomputed in
+the backward). ``remat="dots"`` (``jax.checkpoint_policies.checkpoint_dots``) keeps the input and the
+``dot_general`` outputs: q, k, v, attention output and ``D`` out-projection, the XLA path's f32 scores,
+the router logits, the shared/dense MLP projections, Mamba's projections and the SSD einsums (f32 C.B
+scores, intra-chunk and state outputs, chunk states); ``ragged_dot`` expert matmuls are not dot_general,
+so their outputs are recomputed. Elementwise temporaries, fusion buffers and XLA's scheduling slack are
+not counted: treat the result as a lower bound with a margin (the planner asks for 10 % headroom).
+
+Rollouts (RL stages): the KV cache holds ``rows_dev * (P + new) * A * 2 K Dh c`` bytes (``A`` attention
+layers, ``P`` the prompt width, rows split over the batch axes like the train batch; the cache is not
+split over ``tensor``), plus per Mamba layer and row the conv history ``(conv_kernel - 1) C c`` and the
+f32 SSM state ``4 Hm P N``. The prefill (a cached call with many tokens always runs the XLA attention) also
+materialises, one layer at a time, the f32 logits ``rows_dev * P * 4 V_t`` and the f32 attention
+scores ``rows_dev * 4 H_t * P * (P + new)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+from nemocascade import model as model_lib
+from nemocascade import sharding as sharding_lib
+from nemocascade.model.layers import dtype_of
+
+F32 = 4
+
+
+def _split(n: int, ways: int) -> int:
+    return n // ways if n % ways == 0 else n
+
+
+def batch_split(rows: int, axis_sizes: Mapping[str, int]) -> int:
+    """How many ways ``rows`` are split: the batch axes' product when it divides ``rows``, else 1."""
+    ways = math.prod(axis_sizes.get(a, 1) for a in sharding_lib.BATCH_AXES)
+    return ways if rows % ways == 0 else 1
+
+
+def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int) -> tuple[int, int]:
+    """(bytes kept per token under ``remat="none"``, under ``remat="dots"`` without the block input)."""
+    c = np.dtype(dtype_of(cfg.dtype)).itemsize
+    d, dh = cfg.d_model, cfg.resolved_head_dim
+    gated = lambda act: 1 if act == "swiglu" else 0  # noqa: E731
+    full = dots = 0
+    if "attention" in kind:
+        h, kv = _split(cfg.num_heads, tensor), _split(cfg.num_kv_heads, tensor)
+        qkvo = (2 * h + 2 * kv) * dh * c
+        xla = cfg.kernel_impl == "xla"
+        full += 2 * d * c + qkvo + (F32 * h * seq_len if xla else F32 * h)
+        dots += qkvo + d * c + (F32 * h * seq_len if xla else 0)
+    if "moe" in kind:
+        g = gated(cfg.moe_activation)
+        f, fs = _split(cfg.expert_hidden_size, tensor), _split(cfg.resolved_shared_hidden, tensor)
+        shared = (g + 1) * fs * c
+        full += 2 * d * c + 2 * F32 * cfg.num_experts + cfg.num_experts_per_tok * (2 * d + (g + 1) * f) * c + shared
+        dots += F32 * cfg.num_experts + (shared + d * c if fs else 0)
+    elif "mlp" in kind:
+        g = gated(cfg.mlp_activation)
+        fm = _split(cfg.mlp_hidden_size, tensor)
+        full += 2 * d * c + (g + 1) * fm * c
+        dots += (g + 1) * fm * c + d * c
+    if kind == "mamba":
+        hm, p, groups, n = (_split(cfg.mamba_num_heads, tensor), cfg.mamba_head_dim, cfg.mamba_n_groups,
+                            cfg.mamba_state_size)
+        q = min(cfg.mamba_chunk_size, seq_len)
+        conv = cfg.mamba_num_heads * p + 2 * groups * n
+        ssd_scores = F32 * q * groups
+        states = 2 * F32 * hm * p * n // q
+        full += (2 * d * c + 2 * hm * p * c + 3 * conv * c + 2 * F32 * hm + F32 * 3 * q * hm + ssd_scores + states
+                 + 3 * F32 * hm * p)
+        dots += (hm * p + conv + hm) * c + d * c + ssd_scores + 2 * F32 * hm * p + states
+    return full, dots
+
+
+def activation_bytes_per_token(cfg: model_lib.ModelConfig, tensor: int, seq_len: int, *,
+                               lm_head_loss: bool = True) -> int:
+    """Bytes kept for the backward per token of the whole model under ``cfg.remat`` (module docstring)."""
+    c = np.dtype(dtype_of(cfg.dtype)).itemsize
+    d = cfg.d_model
+    parts = [_parts(cfg, kind, tensor, seq_len) for kind in cfg.layer_kinds]
+    head = d * c + 2 * F32 * _split(cfg.vocab_size, tensor) if lm_head_loss else F32 * d
+    if cfg.remat == "none":
+        return sum(full for full, _ in parts) + head
+    one_layer = max(full for full, _ in parts)
+    if cfg.remat == "full":
+        return len(parts) * d * c + one_layer + head
+    return sum(d * c + dots for _, dots in parts) + one_layer + head
+
+
+def kv_cache_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, slots: int) -> int:
+    """K and V of every attention layer (``rows * slots * A * 2 K Dh c`` bytes) + the Mamba layers' conv
+    histories and f32 SSM states."""
+    c = np.dtype(dtype_of(cfg.dtype)).itemsize
+    attention_layers = sum("attention" in kind for kind in cfg.layer_kinds)
+    kv = slots * attention_layers * 2 * cfg.num_kv_heads * cfg.resolved_head_dim * c
+    conv = cfg.mamba_num_heads * cfg.mamba_head_dim + 2 * cfg.mamba_n_groups * cfg.mamba_state_size
+    ssm = (cfg.mamba_conv_kernel - 1) * conv * c + F32 * cfg.mamba_num_heads * cfg.mamba_head_dim * cfg.mamba_state_size
+    return rows_per_device * (kv + cfg.layer_kinds.count("mamba") * ssm)
+
+
+def prefill_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, prompt_len: int, slots: int,
+                  tensor: int) -> int:
+    """The prefill's transient f32 logits over every prompt position and one layer's f32 attention scores."""
+    logits = rows_per_device * prompt_len * F32 * _split(cfg.vocab_size, tensor)
+    scores = rows_per_device * F32 * _split(cfg.num_heads, tensor) * prompt_len * slots
+    return logits + scores

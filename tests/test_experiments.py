@@ -1,0 +1,92 @@
+"""Every experiment file: its presets build, unknown presets are refused, nano30b presets are real-scale.
+
+Covers each ``experiments/*.py`` (found by glob, so a new file is tested without being listed here). For
+cascades, every stage's merged config is built as the pipeline builds it and checked for consistency
+(one tokenizer, rows that fit the model, a reward model before each RLHF stage).
+"""
+import glob
+import importlib.util
+import math
+import os
+
+import pytest
+
+from nemocascade import configs
+from nemocascade.cascade import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "experiments", "*.py")))
+RL_KINDS = ("grpo", "mopd", "rlhf")
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"experiment_{name}", os.path.join(REPO, "experiments", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage_configs(config):
+    """(name, merged stage config) of every stage a config defines (a single stage is its own only stage)."""
+    if config.kind != "cascade":
+        return [(config.name, config)]
+    return [(name, pipeline.stage_config(config, name)) for name in config.stages]
+
+
+def test_every_experiment_file_is_covered():
+    assert {"sft", "grpo", "if_rl", "mopd", "reward_model", "rlhf", "cascade"} <= set(FILES)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_presets_build_and_unknown_presets_are_refused(name):
+    module = load(name)
+    assert module.get_config().to_dict() == module.get_config("tiny").to_dict()
+    for preset in ("tiny", "nano30b"):
+        config = module.get_config(preset)
+        if config.kind == "cascade":
+            assert set(config.order) <= set(config.stages)
+            for stage in config.order:
+                assert config.stages[stage].kind in pipeline.STAGE_RUNNERS
+        else:
+            assert config.kind in pipeline.STAGE_RUNNERS
+        for stage, cfg in stage_configs(config):
+            assert cfg.data.tokenizer == config.data.tokenizer, (stage, "one tokenizer for every stage")
+            if cfg.kind in RL_KINDS:
+                width = cfg.rl.max_prompt_tokens + cfg.rl.max_new_tokens
+                assert width <= config.model.max_seq_len, (stage, width)
+            if cfg.kind == "reward_model":
+                assert cfg.data.seq_len <= config.model.max_seq_len, stage
+    with pytest.raises(ValueError, match=rf"unknown preset 'nope' for experiments/{name}.py; known: tiny, nano30b"):
+        module.get_config("nope")
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_nano30b_presets_name_the_real_model_and_a_tpu_mesh(name):
+    config = load(name).get_config("nano30b")
+    nano = configs.model_config("nano30b")
+    assert config.model.to_dict() == nano.to_dict()
+    assert (nano.d_model, nano.vocab_size, nano.num_experts, nano.num_experts_per_tok) == (2688, 131072, 128, 6)
+    sizes = config.mesh.to_dict()
+    assert min(sizes.values()) >= 1 and math.prod(sizes.values()) >= 8 and sizes["expert"] > 1, sizes
+    assert config.data.tokenizer.startswith("REQUIRED")                  # the toy tokenizer is never the default
+    for stage, cfg in stage_configs(config):
+        if cfg.kind in RL_KINDS:
+            assert cfg.train.freeze_router and cfg.rl.prompts_per_step == 128, stage
+
+
+def test_rl_stages_are_preceded_as_the_recipe_orders_them():
+    rlhf = load("rlhf").get_config("nano30b")
+    assert rlhf.order == ("sft", "reward_model", "rlhf")
+    stage = rlhf.stages.rlhf
+    assert (stage.kind, stage.rl.max_new_tokens, stage.train.steps) == ("rlhf", 16384, 30)     # RECIPE.md: 16K, 25-30
+    assert stage.rl.reward_model == "" and stage.optimizer.learning_rate == 3e-6 and stage.rl.num_samples == 16
+    for preset in ("tiny", "nano30b"):
+        order = load("cascade").get_config(preset).order
+        assert order == ("sft", "if_rl", "multi_domain_rl", "mopd", "reward_model", "rlhf", "code_rl")
+        long_context = load("cascade").get_config(f"{preset}_long_context")
+        assert long_context.order == order[:6] + ("long_context_rl",) + order[6:]
+        assert long_context.stages.long_context_rl.kind == "grpo"
+    code = load("cascade").get_config("nano30b").stages.code_rl
+    assert (code.rl.domains, code.rl.top_p, code.train.steps) == (("code",), 0.95, 22)
+    assert load("if_rl").get_config("nano30b").stages.if_rl.train.steps == 180
+    assert load("grpo").get_config("nano30b").stages.multi_domain_rl.train.steps == 70

@@ -1,0 +1,188 @@
+"""The memory/compute planner: shard arithmetic against real shardings, hand-computed nano30b numbers,
+refusals, and the command line."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from nemocascade import hardware, plan
+from nemocascade import model as m
+from nemocascade import sharding
+from nemocascade.planning import make_plan, memory, param_layout, shard_shape
+from nemocascade.train import create_train_state, make_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIB = 2 ** 30
+# Every sharded dimension divisible by its axes (no padding), a frozen router and bf16 params.
+TINY = m.presets.tiny().replace(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                                num_experts=4, num_experts_per_tok=2, expert_hidden_size=16, max_seq_len=64)
+AXES = dict(data=1, fsdp=2, expert=2, tensor=2)
+
+
+def load_config(spec: str):
+    path, _, preset = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("experiment", os.path.join(ROOT, path))
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(preset) if preset else module.get_config()
+
+
+def _device0_bytes(tree) -> int:
+    """Bytes of ``tree``'s arrays on the first device (read from the real shards)."""
+    device = jax.devices()[0]
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        if np.ndim(leaf) == 0:
+            continue
+        total += sum(s.data.nbytes for s in leaf.addressable_shards if s.device == device)
+    return total
+
+
+def test_shard_shapes_param_and_optimizer_bytes_equal_a_real_sharded_train_state():
+    cfg = TINY.replace(router_score="sigmoid", router_bias_update_rate=1e-3)
+    mesh = sharding.make_mesh(AXES)
+    shapes = jax.eval_shape(lambda r: m.init_params(cfg, r), jax.random.PRNGKey(0))
+    trainable = m.trainable_mask(shapes, cfg, freeze_router=True)
+    optimizer = make_optimizer(dict(name="adamw", learning_rate=1e-3, schedule="constant", warmup_steps=0,
+                                    init_learning_rate=0.0, end_learning_rate=0.0, total_steps=10, b1=0.9,
+                                    b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip_norm=1.0),
+                               trainable_mask=trainable)
+    state, _ = create_train_state(lambda r: m.init_params(cfg, r), optimizer, jax.random.PRNGKey(0),
+                                  param_shardings=sharding.param_shardings(mesh, cfg))
+    split = 0
+    for leaf in jax.tree.leaves(state.params):
+        for shard in leaf.addressable_shards:
+            assert shard.data.shape == shard_shape(leaf.shape, leaf.sharding.spec, AXES)
+        split += any(leaf.sharding.spec)
+    assert split >= 5   # embed, lm_head, attention and expert weights are really split
+    layout = param_layout(cfg, AXES, trainable)
+    assert layout.device_bytes == _device0_bytes(state.params)
+    assert 2 * layout.trainable_device_bytes == _device0_bytes(state.opt_state)
+    assert layout.trainable_device_bytes < layout.device_bytes     # router and its bias carry no moments
+
+
+def test_shard_shape_of_multi_axis_and_uneven_dimensions():
+    mesh = sharding.make_mesh(dict(data=2, fsdp=2, expert=2))
+    spec = PartitionSpec(("data", "fsdp", "expert"))
+    array = jax.device_put(np.zeros((16, 3), np.float32), NamedSharding(mesh, spec))
+    assert array.addressable_shards[0].data.shape == shard_shape((16, 3), spec, dict(mesh.shape)) == (2, 3)
+    assert shard_shape((10, 4), PartitionSpec("fsdp"), dict(fsdp=4)) == (3, 4)   # uneven: XLA pads to ceil
+    with pytest.raises(ValueError, match="absent"):
+        shard_shape((8,), PartitionSpec("model"), AXES)
+
+
+def test_param_total_is_param_count_times_dtype_bytes():
+    cfg = TINY.replace(param_dtype="bfloat16", router_score="sigmoid")
+    layout = param_layout(cfg, dict(data=1, fsdp=1, expert=1, tensor=1))
+    moe_layers = sum("moe" in k for k in cfg.layer_kinds)
+    # param_count leaves out the router biases, which are kept in float32 whatever param_dtype is.
+    assert layout.total_bytes == m.param_count(cfg)["total"] * 2 + moe_layers * cfg.num_experts * 4
+    assert layout.device_bytes == layout.total_bytes
+
+
+@pytest.fixture(scope="module")
+def nano_sft():
+    """nano30b SFT rows of 2048 tokens, params FSDP-split 8 ways, remat full + flash attention."""
+    config = load_config("experiments/sft.py:nano30b")
+    config.mesh.expert = 1
+    config.data.seq_len, config.data.batch_size = 2048, 8
+    config.model.remat, config.model.kernel_impl = "full", "auto"
+    return config
+
+
+def test_nano30b_on_8xh100_matches_hand_computed_numbers(nano_sft):
+    p = make_plan(nano_sft, hardware.topology("8xH100"))
+    cfg, counts = p.cfg, p.param_count
+    assert p.axis_sizes == dict(data=1, fsdp=8, expert=1, tensor=1)
+    # Params: float32, every matrix split 8 ways on its d_model dimension; norms / per-head scalars replicated.
+    assert p.bytes["params"] == pytest.approx(counts["total"] * 4 / 8, rel=0.01)
+    assert 14 * GIB < p.bytes["params"] < 15 * GIB
+    assert p.bytes["optimizer"] == pytest.approx(2 * p.bytes["params"], rel=0.01)
+    assert p.bytes["grads"] == p.bytes["params"]
+    # Activations: 8 rows / 8 devices -> 2048 tokens each. remat=full keeps per token and layer the block
+    # input D*c, plus one layer's full set (the Mamba layer is the largest) and the LM head's D*c + 8V.
+    assert p.tokens_per_device == 2048 and cfg.dtype == "bfloat16"
+    d, c, q = cfg.d_model, 2, min(cfg.mamba_chunk_size, 2048)
+    hm, g, n = cfg.mamba_num_heads, cfg.mamba_n_groups, cfg.mamba_state_size
+    hp = hm * cfg.mamba_head_dim
+    conv = hp + 2 * g * n
+    mamba_layer = (2 * d * c + 2 * hp * c + 3 * conv * c + 8 * hm + 4 * (3 * q * hm + q * g)
+                   + 8 * hp * n // q + 12 * hp)
+    moe_layer = 2 * d * c + 8 * cfg.num_experts + cfg.num_experts_per_tok * (2 * d + cfg.expert_hidden_size) * c \
+        + cfg.resolved_shared_hidden * c
+    assert mamba_layer > moe_layer
+    per_token = cfg.num_layers * d * c + mamba_layer + d * c + 8 * cfg.vocab_size
+    assert p.bytes["activations"] == 2048 * per_token
+    # About 3 GiB, most of it the float32 logits (2048 x 131072 x 4 bytes x 2 = 2 GiB).
+    assert 2.8 * GIB < p.bytes["activations"] < 3.3 * GIB
+    # One MoE layer gathered in bf16 (128 experts' w_up/w_down + the shared MLP): ~2.4 GiB.
+    moe_matrices = cfg.num_experts * 2 * d * cfg.expert_hidden_size + 2 * d * cfg.resolved_shared_hidden
+    assert p.bytes["layer_gather"] == pytest.approx(moe_matrices * c, rel=0.01)
+    # Params + grads + 2 moments = 16 bytes/param / 8 devices ~ 58.8 GiB: fits 80 GB with ~3 GiB to spare.
+    assert p.fits and 64 * GIB < p.peak < 0.9 * 80e9
+    # FLOPs: ~6 x active params per token (+ attention/SSD, - embedding), 8 x 2048 tokens.
+    assert 0.9 < p.train_flops / (6 * counts["active"] * 8 * 2048) < 1.15
+    assert p.step_seconds(0.4) == pytest.approx(p.train_flops / (8 * 989e12 * 0.4))
+
+
+def test_nano30b_on_16gib_devices_is_refused_naming_the_biggest_term(nano_sft):
+    # The same mesh as above (its layout is cached) on 8 devices of 16 GiB: the states alone need ~59 GiB.
+    topology = plan.make_topology(None, 8, 16.0, None)
+    text, failing = plan.plan_report(nano_sft, topology)
+    assert "DOES NOT FIT" in text and len(failing) == 1
+    message = plan.refusal(failing[0])
+    assert "the biggest term is optimizer (29.4 GiB)" in message and "--config.mesh.fsdp" in message
+    assert "90% of 16.0" in message
+
+
+def test_mesh_that_does_not_match_the_topology_is_explained():
+    config = load_config("experiments/sft.py:nano30b")    # fsdp 8 x expert 8 = 64 devices
+    with pytest.raises(ValueError, match=r"8xH100 \(8 devices\).*--config.mesh"):
+        make_plan(config, hardware.topology("8xH100"))
+    with pytest.raises(ValueError, match="unknown topology 'v9-1'"):
+        hardware.topology("v9-1")
+
+
+def test_cascade_stages_teachers_and_kv_cache():
+    config = load_config("experiments/mopd.py")   # tiny, float32, mesh data=-1
+    text, failing = plan.plan_report(config, hardware.topology("v5p-8"))
+    assert not failing and "4 stages" in text
+    with pytest.raises(ValueError, match="its stages"):
+        plan.plan_report(config, hardware.topology("v5p-8"), stage="nope")
+    p = make_plan(config, hardware.topology("v5p-8"), "mopd")
+    assert p.axis_sizes["data"] == 4
+    assert p.bytes["other_models"] == 2 * p.bytes["params"]       # one teacher per domain (math, if)
+    rl, cfg = config.stages.mopd.rl, p.cfg
+    rows_per_device = rl.prompts_per_step * rl.num_samples // 4
+    slots = -(-rl.max_prompt_tokens // 16) * 16 + rl.max_new_tokens
+    attention_layers = sum("attention" in k for k in cfg.layer_kinds)
+    assert p.bytes["kv_cache"] == rows_per_device * slots * attention_layers * 2 * cfg.num_kv_heads \
+        * cfg.resolved_head_dim * 4
+    assert p.bytes["prefill"] == rows_per_device * 96 * (4 * cfg.vocab_size + 4 * cfg.num_heads * slots)
+    # Rollout + teacher scoring: two forward passes, a third of the train FLOPs each.
+    assert p.rollout_flops == pytest.approx(2 * p.train_flops / 3)
+
+
+def test_batch_not_divisible_by_the_batch_axes_is_replicated():
+    assert memory.batch_split(8, dict(data=2, fsdp=2, expert=2)) == 8
+    assert memory.batch_split(6, dict(data=2, fsdp=2, expert=2)) == 1
+
+
+def _cli(*args):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    return subprocess.run([sys.executable, "-m", "nemocascade.plan", "--config=experiments/sft.py", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prints_the_table_and_exits_1_when_it_does_not_fit():
+    refused = _cli("--devices=1", "--hbm_gib=0.01", "--config.train.grad_accum_steps=2")
+    assert refused.returncode == 1, refused.stderr
+    assert "activations (saved)" in refused.stdout and "step time at 40% MFU" in refused.stdout
+    assert "DOES NOT FIT" in refused.stdout
+    assert "refused: stage 'sft'" in refused.stderr and "the biggest term is activations" in refused.stderr
+    assert "grad_accum_steps (now 2" in refused.stderr
