@@ -31,8 +31,9 @@ def _tiny_stages() -> dict:
     return {
         "sft": configs.tiny_chat_sft_stage(),
         "if_rl": configs.tiny_rl_stage("grpo", domains=("if",)),
-        "multi_domain_rl": configs.tiny_rl_stage("grpo", domains=DOMAINS),
-        "mopd": configs.tiny_rl_stage("mopd", domains=DOMAINS, num_samples=4, aggregation="seq_mean_token_mean"),
+        "multi_domain_rl": configs.tiny_rl_stage("grpo", domains=DOMAINS, learning_rate=5e-5),
+        "mopd": configs.tiny_rl_stage("mopd", domains=DOMAINS, learning_rate=5e-5, num_samples=4,
+                                      aggregation="seq_mean_token_mean"),
         "reward_model": configs.stage("reward_model", **configs.tiny_reward_model_stage()),
         "rlhf": configs.tiny_rlhf_stage(),
         "long_context_rl": configs.tiny_rl_stage("grpo", domains=("math", "if"), prompts_per_step=4,

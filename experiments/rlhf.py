@@ -10,8 +10,9 @@ before and after (``evaluation`` in ``workdir/ledger.json``, and ``workdir/repor
 Presets (``--config=experiments/rlhf.py:PRESET``):
   tiny (default): the tiny MoE, CPU, roughly ten minutes on two cores (SFT is most of it).
   nano30b: RECIPE.md's RLHF settings (16K-token responses, 30 steps, 128 prompts x 16 rollouts, lr 3e-6) on a
-    v5p-64-style mesh; the recipe's generative pairwise judge is replaced by a Bradley-Terry model and its KL
-    coefficient 0.03 is not applied (no reference policy is kept).
+    v5p-64-style mesh, with the recipe's KL coefficient 0.03 against the RLHF stage's starting policy (the SFT
+    checkpoint, kept frozen beside the trained params: one more params set in device memory); the recipe's
+    generative pairwise judge is replaced by a Bradley-Terry model.
 """
 import ml_collections
 

@@ -107,7 +107,11 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
               max_prompt_tokens: int = 96, temperature: float = 1.0, top_p: float = 1.0,
               aggregation: str = "token_mean", **overrides) -> ml_collections.ConfigDict:
     """Rollout + loss settings of an RL stage (GRPO, MOPD or RLHF). Recipe defaults: temperature 1.0, top-p 1.0,
-    no KL (the recipe's RL stages run with KL coefficient 0), GRPO ``token_mean``; MOPD ``seq_mean_token_mean`` with an importance-weight gate [0.5, 2.0]."""
+    no KL (the recipe's RL stages run with KL coefficient 0 except RLHF's 0.03), GRPO ``token_mean``; MOPD
+    ``seq_mean_token_mean`` with an importance-weight gate [0.5, 2.0].
+
+    ``kl_coef > 0`` (GRPO / RLHF only) keeps the stage's initial params as a frozen reference policy: one more
+    params set in device memory, and one more forward per rollout batch."""
     rl = dict(
         domains=tuple(domains),
         jsonl="",                        # a JSONL of RL prompts instead of the toy domains
@@ -122,6 +126,7 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
         aggregation=aggregation,
         clip_eps_low=0.2,
         clip_eps_high=0.2,               # > clip_eps_low = DAPO's clip-higher
+        kl_coef=0.0,                     # GRPO/RLHF: weight of KL(pi || pi_ref) (k3), pi_ref = the stage's start
         normalize_std=True,
         filter_uniform_groups=True,      # DAPO dynamic filtering: groups with equal rewards do not count
         unfinished_reward_zero=True,     # a response that hit max_new_tokens gets reward 0 (IF-RL)
@@ -234,10 +239,10 @@ def tiny_rlhf_stage() -> ml_collections.ConfigDict:
 
 
 def nano30b_rlhf_stage() -> ml_collections.ConfigDict:
-    """RECIPE.md's RLHF: 16K-token responses, 25-30 steps (we take 30), 128 prompts x 16 rollouts, lr 3e-6.
-    The recipe's KL coefficient 0.03 is not applied: GRPO stages here keep no reference policy (KL 0)."""
+    """RECIPE.md's RLHF: 16K-token responses, 25-30 steps (we take 30), 128 prompts x 16 rollouts, lr 3e-6, KL
+    coefficient 0.03 against the stage's starting policy (kept frozen: one more params set in device memory)."""
     return nano30b_rl_stage("rlhf", domains=("chat",), jsonl="rlhf_prompts.jsonl", steps=30, max_new_tokens=16384,
-                            unfinished_reward_zero=False)
+                            unfinished_reward_zero=False, kl_coef=0.03)
 
 
 def tiny_reward_model_stage() -> dict:

@@ -16,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from nemocascade import sharding as sharding_lib
-from nemocascade.hf import mapping, qwen3_moe
+from nemocascade.hf import mapping, nemotron_h, qwen3_moe
 from nemocascade.hf.safetensors_io import CheckpointReader, write_checkpoint
 from nemocascade.model.config import ModelConfig
 
-FAMILIES: dict[str, mapping.Family] = {f.name: f for f in (qwen3_moe.FAMILY,)}
+FAMILIES: dict[str, mapping.Family] = {f.name: f for f in (qwen3_moe.FAMILY, nemotron_h.FAMILY)}
 CONFIG_FILE = "config.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 10 ** 9
 
@@ -51,7 +51,7 @@ def source_dtype(hf_config: Mapping[str, Any]) -> str:
 def load_pretrained(directory: str, mesh: jax.sharding.Mesh, **overrides):
     """Returns ``(ModelConfig, params, family, config.json dict)`` from a Hugging Face checkpoint directory.
 
-    ``overrides``: ModelConfig fields that do not change the architecture (the family's ``RUNTIME_FIELDS``,
+    ``overrides``: ModelConfig fields that do not change the architecture (``mapping.RUNTIME_FIELDS``,
     e.g. ``param_dtype="float32"``, ``dtype="bfloat16"``). Params are ``cfg.param_dtype``, sharded on ``mesh``.
     """
     hf_config = read_hf_config(directory)

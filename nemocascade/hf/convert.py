@@ -33,7 +33,8 @@ _COMPUTE_DTYPE = flags.DEFINE_enum("compute_dtype", "bfloat16", ["float32", "bfl
 _HF_DTYPE = flags.DEFINE_enum("hf_dtype", "source", ["source", "bfloat16", "float32", "float16"],
                               "export: tensor dtype; 'source' = the imported config.json's (else bfloat16).")
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "export: step to read (default: the latest).")
-_FAMILY = flags.DEFINE_string("family", "qwen3_moe", "export: format of a checkpoint that was not imported.")
+_FAMILY = flags.DEFINE_string("family", "qwen3_moe", "export: format (qwen3_moe, nemotron_h) of a checkpoint "
+                              "that was not imported.")
 _BASE_CONFIG = flags.DEFINE_string("base_config", None, "export: config.json whose other keys (token ids...) "
                                    "are kept, for a checkpoint that was not imported.")
 _MAX_SHARD_SIZE = flags.DEFINE_string("max_shard_size", "5GB", "export: safetensors shard size limit "

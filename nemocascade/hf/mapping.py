@@ -1,13 +1,15 @@
 """Declarative tables between our params and a Hugging Face checkpoint, and the engine that applies them.
 
-A *family* (one per Hugging Face architecture: ``qwen3_moe`` now, ``nemotron_h`` once the model has a
-Mamba-2 block) is a config translation plus a table of ``Rule``s: one rule per parameter of ours, keyed by
-the *part* of a layer it belongs to (a layer of kind ``"attention+moe"`` has the parts ``attention`` and
-``moe``; a Nemotron-H family adds a ``mamba`` part with its own rules), plus the rules outside the layers.
+A *family* (one per Hugging Face architecture: ``qwen3_moe``, ``nemotron_h``) is a config translation plus a
+table of ``Rule``s: one rule per parameter of ours, keyed by the *part* of a layer it belongs to (a layer of
+kind ``"attention+moe"`` has the parts ``attention`` and ``moe``; Nemotron-H's single-mixer layers have one
+part each, e.g. ``mamba``), plus the rules outside the layers.
 
 A rule names our parameter (a ``/``-joined path, ``{i}`` = layer index), the Hugging Face tensor (a name
 template, ``{i}`` = layer index, ``{e}`` = expert index for per-expert tensors stacked along our leading
-axis) and the ``Layout`` that turns one into the other. The engine checks a checkpoint against the table
+axis) and the ``Layout`` that turns one into the other. Several params of ours may be consecutive row blocks
+of one Hugging Face tensor (``hf_rows``: Nemotron-H's fused Mamba-2 ``in_proj``): read as slices, written
+concatenated. The engine checks a checkpoint against the table
 from the headers alone (every missing, unexpected or misshapen tensor is named) before it reads any data,
 then moves one parameter at a time: read (memory-mapped), re-lay out, place on the mesh, drop.
 """
@@ -52,9 +54,37 @@ class Layout:
         return ours.reshape(math.prod(ours.shape[:self.in_dims]), -1).T
 
 
+class Flat(Layout):
+    """Hugging Face stores our multi-axis array flattened to one axis (e.g. a norm scale ``[H, P]`` as ``[H*P]``)."""
+
+    def hf_shape(self, ours: Sequence[int]) -> tuple[int, ...]:
+        return (math.prod(ours),)
+
+    def to_ours(self, hf: np.ndarray, ours_shape: Sequence[int]) -> np.ndarray:
+        return hf.reshape(ours_shape)
+
+    def to_hf(self, ours: np.ndarray) -> np.ndarray:
+        return ours.reshape(-1)
+
+
+class DepthwiseConv(Layout):
+    """A depthwise ``torch.nn.Conv1d`` weight ``[C, 1, K]`` (``groups=C``) <-> ours ``[K, C]``."""
+
+    def hf_shape(self, ours: Sequence[int]) -> tuple[int, ...]:
+        return ours[1], 1, ours[0]
+
+    def to_ours(self, hf: np.ndarray, ours_shape: Sequence[int]) -> np.ndarray:
+        return hf[:, 0, :].T.reshape(ours_shape)
+
+    def to_hf(self, ours: np.ndarray) -> np.ndarray:
+        return ours.T[:, None, :]
+
+
 COPY = Layout()
 LINEAR = Layout(in_dims=1)
 LINEAR_FROM_HEADS = Layout(in_dims=2)
+FLAT = Flat()
+DEPTHWISE_CONV = DepthwiseConv()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +99,9 @@ class Rule:
       layout: see ``Layout`` (per expert slice when ``per_expert``).
       per_expert: our leading axis stacks one Hugging Face tensor per expert (``{e}`` in ``hf``).
       fill: the value of a parameter without a Hugging Face tensor.
+      hf_rows: ``(start, stop, total)``: ours is rows ``[start, stop)`` (axis 0, a linear weight's output
+        axis) of the ``total``-row tensor ``hf``, laid out by ``layout``; the rules naming that tensor must
+        tile its rows. None: ours is the whole tensor.
     """
 
     ours: str | None
@@ -76,6 +109,7 @@ class Rule:
     layout: Layout = COPY
     per_expert: bool = False
     fill: float = 0.0
+    hf_rows: tuple[int, int, int] | None = None
 
     def at_layer(self, i: int) -> "Rule":
         return dataclasses.replace(self, ours=self.ours and self.ours.replace("{i}", str(i)),
@@ -88,6 +122,53 @@ class Rule:
 
     def path(self) -> tuple[str, ...]:
         return tuple(self.ours.split("/"))
+
+    def hf_shape(self, ours: Sequence[int]) -> tuple[int, ...]:
+        """The shape of the (whole) Hugging Face tensor, from our parameter's (per-expert slice) shape."""
+        shape = self.layout.hf_shape(ours)
+        return shape if self.hf_rows is None else (self.hf_rows[2], *shape[1:])
+
+
+# ModelConfig fields that do not change the architecture; a caller may set them on import (any family).
+RUNTIME_FIELDS = ("dtype", "param_dtype", "max_seq_len", "moe_impl", "kernel_impl", "remat", "aux_loss_weight",
+                  "router_z_loss_weight")
+# config.json keys that carry no architecture in any family: token ids, training-only switches, bookkeeping.
+BOOKKEEPING_KEYS = frozenset({
+    "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype", "use_cache",
+    "initializer_range", "output_router_logits", "transformers_version", "_name_or_path", "output_attentions",
+    "output_hidden_states", "return_dict", "use_return_dict", "chunk_size_feed_forward", "is_encoder_decoder",
+    "id2label", "label2id", "problem_type", "tokenizer_class", "tie_encoder_decoder", "pruned_heads",
+})
+
+
+def check_hf_keys(hf: Mapping, overrides: Mapping, read_keys, fail: Callable[[str], None]) -> None:
+    """Refuses ModelConfig ``overrides`` outside ``RUNTIME_FIELDS``, quantized checkpoints, and every
+    config.json key that is neither read (``read_keys``) nor bookkeeping, so that a checkpoint with a feature
+    we lack is never loaded as something else. ``fail(message)`` raises, naming the format."""
+    bad_overrides = sorted(set(overrides) - set(RUNTIME_FIELDS))
+    if bad_overrides:
+        raise ValueError(f"cannot override {bad_overrides} on import: they are fixed by config.json; "
+                         f"overridable: {list(RUNTIME_FIELDS)}")
+    if "quantization_config" in hf:
+        fail("quantization_config is set: quantized checkpoints are not supported (use the BF16 weights)")
+    unknown = sorted(set(hf) - set(read_keys) - BOOKKEEPING_KEYS)
+    if unknown:
+        fail(f"unsupported key(s) {unknown}; known keys: {sorted(read_keys)}")
+
+
+def check_fixed_values(hf: Mapping, fixed, fail: Callable[[str], None]) -> None:
+    """Each ``(key, value)`` of ``fixed``: config.json must have that value or lack the key."""
+    for key, allowed in fixed:
+        if hf.get(key, allowed) != allowed:
+            fail(f"{key}={hf[key]!r} is not supported (expected {allowed!r})")
+
+
+def check_writable(cfg: ModelConfig, fixed, fmt: str) -> None:
+    """Each ``(field, value)`` of ``fixed``: ``cfg`` must have the value the format ``fmt`` has."""
+    for field, value in fixed:
+        if getattr(cfg, field) != value:
+            raise ValueError(f"ModelConfig.{field}={getattr(cfg, field)!r} cannot be written as {fmt} "
+                             f"(which has {value!r})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +231,23 @@ def check_rules_cover(rules: Sequence[Rule], shapes, family: str) -> None:
     doubled = sorted({"/".join(p) for p in ruled if ruled.count(p) > 1})
     if unknown or doubled:
         raise ValueError(f"{family} table: rules for absent params {unknown[:5]} or repeated {doubled[:5]}")
+    _check_row_splits(rules, shapes, family)
+
+
+def _check_row_splits(rules: Sequence[Rule], shapes, family: str) -> None:
+    """The ``hf_rows`` rules of each tensor tile its rows exactly, each block as tall as its parameter."""
+    blocks: dict[str, list[Rule]] = {}
+    for rule in rules:
+        if rule.hf_rows is not None:
+            if rule.per_expert or rule.ours is None:
+                raise ValueError(f"{family} table: row-split rule for {rule.hf} must name one plain parameter")
+            blocks.setdefault(rule.hf, []).append(rule)
+    for name, parts in blocks.items():
+        spans = sorted(r.hf_rows for r in parts)
+        starts = [0] + [stop for _, stop, _ in spans[:-1]]
+        heights = {r.hf_rows[1] - r.hf_rows[0] == r.layout.hf_shape(_leaf(shapes, r.path()).shape)[0] for r in parts}
+        if [s[0] for s in spans] != starts or {s[2] for s in spans} != {spans[-1][1]} or heights != {True}:
+            raise ValueError(f"{family} table: the row blocks {spans} of {name} do not tile its rows")
 
 
 def check_checkpoint(reader: CheckpointReader, rules: Sequence[Rule], shapes, cfg: ModelConfig) -> None:
@@ -163,7 +261,7 @@ def check_checkpoint(reader: CheckpointReader, rules: Sequence[Rule], shapes, cf
         shape = _leaf(shapes, rule.path()).shape
         inner = shape[1:] if rule.per_expert else shape
         for name in rule.hf_names(cfg.num_experts):
-            expected[name] = (rule.layout.hf_shape(inner), rule.ours)
+            expected[name] = (rule.hf_shape(inner), rule.ours)
     present = set(reader.names())
     missing = sorted(set(expected) - present)
     if missing:
@@ -190,7 +288,10 @@ def _host_value(reader: CheckpointReader, rule: Rule, shape, dtype, num_experts:
     if rule.hf is None:
         return np.full(shape, rule.fill, dtype)
     if not rule.per_expert:
-        return np.asarray(rule.layout.to_ours(reader.read(rule.hf), shape), dtype)
+        hf = reader.read(rule.hf)
+        if rule.hf_rows is not None:
+            hf = hf[rule.hf_rows[0]:rule.hf_rows[1]]
+        return np.asarray(rule.layout.to_ours(hf, shape), dtype)
     out = np.empty(shape, dtype)
     for e, name in enumerate(rule.hf_names(num_experts)):
         out[e] = rule.layout.to_ours(reader.read(name), shape[1:])
@@ -230,7 +331,7 @@ def export_specs(params, family: Family, cfg: ModelConfig, dtype) -> list[Tensor
     dtype = np.dtype(dtype)
     rules = family.rules(cfg)
     check_rules_cover(rules, param_shapes(cfg), family.name)
-    specs = []
+    specs, joined = [], set()
     for rule in rules:
         if rule.ours is None:
             continue
@@ -239,6 +340,11 @@ def export_specs(params, family: Family, cfg: ModelConfig, dtype) -> list[Tensor
             if not np.all(to_host(leaf) == rule.fill):
                 raise ValueError(f"parameter {rule.ours} is not {rule.fill} everywhere, but the {family.name} "
                                  f"format has no tensor for it")
+            continue
+        if rule.hf_rows is not None:
+            if rule.hf not in joined:
+                joined.add(rule.hf)
+                specs.append(_joined_spec(params, [r for r in rules if r.hf == rule.hf], dtype))
             continue
         if rule.per_expert:
             stack = _StackOnHost(leaf, cfg.num_experts)
@@ -250,6 +356,16 @@ def export_specs(params, family: Family, cfg: ModelConfig, dtype) -> list[Tensor
             specs.append(TensorSpec(rule.hf, dtype, rule.layout.hf_shape(leaf.shape),
                                     lambda leaf=leaf, rule=rule: _hf_array(to_host(leaf), rule.layout, dtype)))
     return specs
+
+
+def _joined_spec(params, parts: Sequence[Rule], dtype: np.dtype) -> TensorSpec:
+    """One Hugging Face tensor written as the row blocks of several params of ours (``Rule.hf_rows``)."""
+    parts = sorted(parts, key=lambda r: r.hf_rows)
+    leaves = [_leaf(params, r.path()) for r in parts]
+
+    def produce():
+        return np.concatenate([_hf_array(to_host(leaf), r.layout, dtype) for leaf, r in zip(leaves, parts)])
+    return TensorSpec(parts[0].hf, dtype, parts[0].hf_shape(leaves[0].shape), produce)
 
 
 class _StackOnHost:

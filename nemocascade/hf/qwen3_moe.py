@@ -14,19 +14,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from nemocascade.hf.mapping import COPY, LINEAR, LINEAR_FROM_HEADS, Family, Rule, table_rules
+from nemocascade.hf.mapping import (COPY, LINEAR, LINEAR_FROM_HEADS, RUNTIME_FIELDS, Family, Rule, check_fixed_values,
+                                    check_hf_keys, check_writable, table_rules)
 from nemocascade.model.config import ModelConfig
 
 ARCHITECTURE = "Qwen3MoeForCausalLM"
 
-# ModelConfig fields that do not change the architecture; a caller may set them on import.
-RUNTIME_FIELDS = ("dtype", "param_dtype", "max_seq_len", "moe_impl", "kernel_impl", "remat", "aux_loss_weight",
-                  "router_z_loss_weight")
-
 # config.json keys read below (sliding_window / max_window_layers only matter with use_sliding_window, which
-# is refused), and keys that carry no architecture (token ids, training-only switches, bookkeeping); any
-# other key is refused, so a checkpoint with a feature we lack (quantization, a new attention variant) is
-# never loaded as something else.
+# is refused); any other key that is not bookkeeping (``mapping.BOOKKEEPING_KEYS``) is refused.
 _READ_KEYS = {
     "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
     "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings",
@@ -34,12 +29,6 @@ _READ_KEYS = {
     "use_sliding_window", "sliding_window", "max_window_layers", "decoder_sparse_step", "mlp_only_layers",
     "moe_intermediate_size", "num_experts_per_tok", "num_experts", "num_local_experts", "norm_topk_prob",
     "router_aux_loss_coef",
-}
-_IGNORED_KEYS = {
-    "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype", "use_cache",
-    "initializer_range", "output_router_logits", "transformers_version", "_name_or_path", "output_attentions",
-    "output_hidden_states", "return_dict", "use_return_dict", "chunk_size_feed_forward", "is_encoder_decoder",
-    "id2label", "label2id", "problem_type", "tokenizer_class", "tie_encoder_decoder", "pruned_heads",
 }
 
 _ATTENTION = (
@@ -112,22 +101,12 @@ def _shortest_period(kinds: tuple[str, ...]) -> tuple[str, ...]:
 
 def config_from_hf(hf: Mapping[str, Any], **overrides) -> ModelConfig:
     """Our ``ModelConfig`` from a Qwen3-MoE config.json dict; ``overrides`` may set ``RUNTIME_FIELDS``."""
-    bad_overrides = sorted(set(overrides) - set(RUNTIME_FIELDS))
-    if bad_overrides:
-        raise ValueError(f"cannot override {bad_overrides} on import: they are fixed by config.json; "
-                         f"overridable: {list(RUNTIME_FIELDS)}")
     if ARCHITECTURE not in (hf.get("architectures") or [ARCHITECTURE]) or hf.get("model_type", "qwen3_moe") != \
             "qwen3_moe":
         _fail(f"architectures={hf.get('architectures')} model_type={hf.get('model_type')!r}, expected "
               f"[{ARCHITECTURE!r}] and 'qwen3_moe'")
-    if "quantization_config" in hf:
-        _fail("quantization_config is set: quantized checkpoints are not supported (use the BF16 weights)")
-    unknown = sorted(set(hf) - _READ_KEYS - _IGNORED_KEYS)
-    if unknown:
-        _fail(f"unsupported key(s) {unknown}; known keys: {sorted(_READ_KEYS)}")
-    for key, allowed in (("hidden_act", "silu"), ("attention_bias", False), ("use_sliding_window", False)):
-        if hf.get(key, allowed) != allowed:
-            _fail(f"{key}={hf[key]!r} is not supported (expected {allowed!r})")
+    check_hf_keys(hf, overrides, _READ_KEYS, _fail)
+    check_fixed_values(hf, (("hidden_act", "silu"), ("attention_bias", False), ("use_sliding_window", False)), _fail)
     num_experts = hf.get("num_experts", hf.get("num_local_experts"))
     if not num_experts:
         _fail(f"num_experts={num_experts!r}: a Qwen3-MoE model needs experts (a dense Qwen3 is another family)")
@@ -159,10 +138,7 @@ def config_to_hf(cfg: ModelConfig, base: Mapping[str, Any] | None, dtype: str) -
     ``base`` (the config.json this model was imported from, if any) keeps the keys we do not model
     (token ids, ...) and its spelling of the expert count and RoPE keys.
     """
-    for field, value in _FIXED:
-        if getattr(cfg, field) != value:
-            raise ValueError(f"ModelConfig.{field}={getattr(cfg, field)!r} cannot be written as Qwen3-MoE "
-                             f"(which has {value!r})")
+    check_writable(cfg, _FIXED, "Qwen3-MoE")
     bad = sorted(set(cfg.layer_kinds) - {"attention+moe", "attention+mlp"})
     if bad:
         raise ValueError(f"ModelConfig layer kinds {bad} cannot be written as Qwen3-MoE (attention+moe / "

@@ -1,7 +1,8 @@
 """GRPO (IF-RL, multi-domain RL, code RL): rollouts -> verifiable rewards -> group advantages -> grpo_loss.
 
 Strictly on-policy as in Nemotron-Cascade 2: one update per rollout batch, so the ratio against the
-sampler's log-probs is 1 and clipping never binds; no KL term unless ``rl.kl_coef > 0``.
+sampler's log-probs is 1 and clipping never binds; no KL term unless ``rl.kl_coef > 0``, which adds
+``kl_coef * k3`` per token against the stage's frozen initial params (``rl_common``; metric ``kl``).
 """
 from __future__ import annotations
 
@@ -15,16 +16,21 @@ from nemocascade.stages.rl_common import RLStage
 
 
 def make_grpo_loss(cfg, rl: ml_collections.ConfigDict):
-    """``loss_fn(params, batch, rng)``; batch adds ``advantages`` f32[N] to the rollout batch."""
+    """``loss_fn(params, batch, rng)``; batch adds ``advantages`` f32[N] to the rollout batch, and
+    ``ref_logprobs`` f32[N, L] when ``rl.kl_coef > 0`` (then ``metrics["kl"]`` = masked mean k3 KL to it)."""
+    use_reference = rl.kl_coef > 0
+
     def loss_fn(params, batch, rng):
         del rng
         logprobs, aux = policy.token_logprobs(params, cfg, batch, temperature=rl.temperature)
         loss, loss_aux = losses.grpo_loss(logprobs, batch["rollout_logprobs"], batch["advantages"], batch["mask"],
                                           clip_eps_low=rl.clip_eps_low, clip_eps_high=rl.clip_eps_high,
-                                          aggregation=rl.aggregation)
+                                          aggregation=rl.aggregation,
+                                          ref_logprobs=batch["ref_logprobs"] if use_reference else None,
+                                          kl_coef=rl.kl_coef)
         total = loss + aux["moe_aux_loss"] + aux["router_z_loss"]
         metrics = {"pg_loss": loss, **policy.moe_metrics(aux),
-                   **{k: v for k, v in loss_aux.items() if jnp.ndim(v) == 0}}
+                   **{("kl" if k == "ref_kl" else k): v for k, v in loss_aux.items() if jnp.ndim(v) == 0}}
         return total, metrics
     return loss_fn
 
@@ -38,6 +44,8 @@ def group_filter_weights(rewards: np.ndarray, group_size: int) -> np.ndarray:
 
 class GRPOStage(RLStage):
     """Rewards from the per-domain verifiers; advantages ``(r - mean_group) / std_group``."""
+
+    supports_kl = True
 
     def loss_fn(self):
         return make_grpo_loss(self.ctx.model_cfg, self.config.rl)

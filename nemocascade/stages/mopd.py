@@ -8,8 +8,6 @@ vocabulary: that is checked against each teacher's saved config and refused othe
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,11 +48,6 @@ def check_teacher_compatible(teacher_config: dict, student_config, checkpoint_di
     return teacher_model
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "temperature"))
-def _teacher_logprobs(params, batch, *, cfg, temperature):
-    return policy.token_logprobs(params, cfg, batch, temperature=temperature)[0]
-
-
 class MOPDStage(RLStage):
     """``config.rl.teachers`` maps each domain to a checkpoint directory (the cascade fills it from the ledger)."""
 
@@ -85,7 +78,7 @@ class MOPDStage(RLStage):
         for directory, (teacher_cfg, params) in self.teachers.items():
             rows = np.isin(domains, [d for d, t in self.teacher_of_domain.items() if t == directory])
             if rows.any():
-                scored = np.asarray(_teacher_logprobs(params, batch, cfg=teacher_cfg,
+                scored = np.asarray(policy.frozen_logprobs(params, batch, cfg=teacher_cfg,
                                                       temperature=self.config.rl.temperature))
                 teacher_lp[rows] = scored[rows]
         mask = np.asarray(batch["mask"])

@@ -1,5 +1,11 @@
-"""The policy's token log-probs on a rollout batch: one forward, the sampler's temperature."""
+"""The policy's token log-probs on a rollout batch: one forward, the sampler's temperature.
+
+``token_logprobs`` is traced inside a loss; ``frozen_logprobs`` scores a batch with params that are not
+trained (MOPD teachers, the KL reference policy of GRPO / RLHF) as its own jitted call.
+"""
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +24,12 @@ def token_logprobs(params, cfg: model_lib.ModelConfig, batch, *, temperature: fl
                                     segment_ids=batch["segment_ids"])
     scale = temperature if temperature > 0 else 1.0
     return losses.token_logprobs(logits.astype(jnp.float32) / scale, batch["targets"]), aux
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "temperature"))
+def frozen_logprobs(params, batch, *, cfg: model_lib.ModelConfig, temperature: float) -> jax.Array:
+    """f32[N, L] ``token_logprobs`` of ``batch`` (host or device arrays) under frozen ``params`` (no aux)."""
+    return token_logprobs(params, cfg, batch, temperature=temperature)[0]
 
 
 def moe_metrics(aux) -> dict[str, jax.Array]:

@@ -4,6 +4,13 @@ A concrete stage (GRPO, MOPD, RLHF) supplies ``loss_fn()`` and ``extra_batch(...
 teacher log-probs), may replace the reward fns (``make_reward_fns``) and may weight rows (0 drops a row
 from the loss). Rollouts are drawn from ``state.params`` itself (no copy) with a key derived from
 (seed, step), so a resumed stage redraws exactly the rollouts it would have drawn.
+
+KL reference (``rl.kl_coef > 0``, stages with ``supports_kl``): the stage's initial params stay frozen as
+``pi_ref`` and every rollout batch gets ``ref_logprobs`` f32[N, L] (``policy.frozen_logprobs``, the sampler's
+temperature). Memory cost: one params set, for the whole stage. ``pi_ref`` is always the params a fresh start
+of the stage begins from, also on resume: ``initial_params`` (in a cascade the previous stage's final
+checkpoint, passed again on resume; a separate buffer, as the train state copies them before donating), or,
+when the stage starts from random init, the seed's init params built again in buffers of their own.
 """
 from __future__ import annotations
 
@@ -17,9 +24,10 @@ from nemocascade import data as data_lib
 from nemocascade import rewards as rewards_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.rollout import generate
-from nemocascade.stages import runtime
+from nemocascade.stages import policy, runtime
 from nemocascade.stages.prompts import decode_samples, encode_prompts
 from nemocascade.stages.rollout_batch import rollout_batch
+from nemocascade.train import init_params_from_seed
 
 
 def score_rewards(samples: Sequence[dict], reward_fns: dict) -> tuple[np.ndarray, list[dict]]:
@@ -47,11 +55,27 @@ def rl_examples(rl: ml_collections.ConfigDict, seed: int) -> list[dict]:
     return examples
 
 
+def reference_params(ctx: runtime.StageContext, initial_params=None):
+    """The frozen KL reference: ``initial_params`` as given (no copy; the train state holds its own buffers), or
+    the params the stage's random init from ``ctx.config.seed`` starts from (built again: one params set)."""
+    if initial_params is not None:
+        return initial_params
+    return init_params_from_seed(ctx.init_params_fn, jax.random.PRNGKey(ctx.config.seed),
+                                 param_shardings=ctx.param_shardings)
+
+
 class RLStage:
-    """Shared driver; subclasses define ``loss_fn`` and ``extra_batch``."""
+    """Shared driver; subclasses define ``loss_fn`` and ``extra_batch``; ``supports_kl`` = the loss reads
+    ``batch["ref_logprobs"]`` (else ``rl.kl_coef > 0`` is refused)."""
+
+    supports_kl = False
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        if config.rl.kl_coef < 0 or (config.rl.kl_coef > 0 and not self.supports_kl):
+            raise ValueError(f"rl.kl_coef={config.rl.kl_coef}: expected 0, or > 0 for a GRPO / RLHF stage "
+                             f"({type(self).__name__} has no KL term)")
         self.config = config
+        self.reference = None  # frozen KL reference params while ``run`` runs with rl.kl_coef > 0
         self.ctx = runtime.build_context(config, workdir)
         self.tokenizer = data_lib.load_tokenizer(config.data.tokenizer)
         rl = config.rl
@@ -90,6 +114,9 @@ class RLStage:
         if rl.unfinished_reward_zero:
             rewards = np.where(rollouts.finished, rewards, 0.0).astype(np.float32)
         batch = rollout_batch(rollouts, width=self.width)
+        if self.reference is not None:
+            batch["ref_logprobs"] = np.asarray(policy.frozen_logprobs(self.reference, batch, cfg=self.ctx.model_cfg,
+                                                                      temperature=rl.temperature))
         extra, weights, host_metrics = self.extra_batch(batch, samples, rewards)
         batch.update(extra)
         if weights is not None:
@@ -107,6 +134,8 @@ class RLStage:
                                                         shard_index=0, shard_count=1))
         state, state_shardings = runtime.init_or_restore_state(ctx, initial_params=initial_params,
                                                                data_iterator=prompt_iter)
+        if rl.kl_coef > 0:
+            self.reference = reference_params(ctx, initial_params)
         batch_sharding = sharding_lib.batch_sharding(ctx.mesh)
         step_fn = runtime.build_step(ctx, self.loss_fn(), state_shardings)
 
@@ -117,4 +146,5 @@ class RLStage:
         state = runtime.train_and_close(ctx, state=state, step_fn=step_fn, next_batch=next_batch,
                                         data_iterator=prompt_iter,
                                         tokens_per_step=rl.prompts_per_step * rl.num_samples * self.width)
+        self.reference = None
         return ctx, state

@@ -26,12 +26,24 @@ def _init_opt_state(optimizer: optax.GradientTransformation, params, param_shard
         transform_non_params=lambda x: x, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
 
 
+def _params_from_seed(init_params_fn: InitParamsFn, rng: jax.Array, param_shardings):
+    """(params, state key) of a fresh state: ``rng`` split into the params key and the state's running key."""
+    params_rng, state_rng = jax.random.split(rng)
+    params = init_params_fn(params_rng)
+    if param_shardings is not None:
+        params = jax.lax.with_sharding_constraint(params, param_shardings)
+    return params, state_rng
+
+
+def init_params_from_seed(init_params_fn: InitParamsFn, rng: jax.Array, *, param_shardings=None):
+    """The params ``create_train_state(init_params_fn, optimizer, rng, param_shardings=...)`` starts from, built
+    again in buffers of their own (e.g. an RL stage's frozen reference policy after a random init or a resume)."""
+    return jax.jit(lambda r: _params_from_seed(init_params_fn, r, param_shardings)[0])(rng)
+
+
 def _state_init_fn(init_params_fn: InitParamsFn, optimizer: optax.GradientTransformation, param_shardings):
     def init(rng: jax.Array) -> TrainState:
-        params_rng, state_rng = jax.random.split(rng)
-        params = init_params_fn(params_rng)
-        if param_shardings is not None:
-            params = jax.lax.with_sharding_constraint(params, param_shardings)
+        params, state_rng = _params_from_seed(init_params_fn, rng, param_shardings)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=_init_opt_state(optimizer, params, param_shardings), rng=state_rng)
     return init

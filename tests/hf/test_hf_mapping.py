@@ -28,11 +28,6 @@ HF_CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def mesh():
-    return sharding.make_mesh({"expert": 2, "tensor": 2, "fsdp": 2})
-
-
 def _random_params(cfg, seed=0):
     """Random normal params of our tree's shapes (norm scales too, so a swapped norm would show); the router
     bias, which Qwen3-MoE lacks, stays 0. Host numpy: no model compile needed."""
