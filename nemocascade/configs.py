@@ -133,6 +133,7 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
         is_low=0.5,                      # MOPD importance-weight gate
         is_high=2.0,
         teachers=ml_collections.ConfigDict(),  # MOPD: domain -> checkpoint dir (filled from the ledger)
+        teacher_stages="",               # MOPD: pinned teachers "math=sft,if=if_rl"; other domains: best in ledger
         reward_model="",                 # RLHF: a reward_model stage's checkpoint dir (a cascade fills it)
     )
     rl.update(overrides)
@@ -151,15 +152,17 @@ def shared_data_config(*, tokenizer: str = "", thinking: bool = False) -> ml_col
     return ml_collections.ConfigDict(dict(tokenizer=tokenizer, thinking=thinking))
 
 
-def stage(kind: str, **fields) -> ml_collections.ConfigDict:
-    """One cascade stage: its kind plus its own optimizer/train/data/rl fields."""
-    return ml_collections.ConfigDict(dict(kind=kind, **fields))
+def stage(kind: str, *, init_from: str = "", **fields) -> ml_collections.ConfigDict:
+    """One cascade stage: its kind, the earlier policy stage whose final params it starts from (``init_from``;
+    "" = the latest one) plus its own optimizer/train/data/rl fields (and optionally its own ``seed``)."""
+    return ml_collections.ConfigDict(dict(kind=kind, init_from=init_from, **fields))
 
 
 def cascade_config(*, name: str, model: str, mesh: ml_collections.ConfigDict, order, stages: dict,
                    eval_cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
-                   seed: int = 0) -> ml_collections.ConfigDict:
-    """A pipeline config: shared fields, the stage order and each stage's own config."""
+                   seed: int = 0, compare: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+    """A pipeline config: shared fields, the stage order and each stage's own config; ``compare``
+    (``compare_config``) names branches of stages the report compares (none by default)."""
     missing = [n for n in order if n not in stages]
     if missing:
         raise ValueError(f"cascade {name!r} orders stages {missing} that are not defined")
@@ -173,7 +176,18 @@ def cascade_config(*, name: str, model: str, mesh: ml_collections.ConfigDict, or
     config.eval = eval_cfg
     config.order = tuple(order)
     config.stages = ml_collections.ConfigDict(stages)
+    config.compare = compare if compare is not None else compare_config()
     return config
+
+
+def compare_config(*, domain: str = "", reference: str = "", start: str = "", branches: str = "",
+                   tolerance: float = 0.02) -> ml_collections.ConfigDict:
+    """Branches of a cascade the report compares on one ``domain``: ``branches`` is
+    ``"mopd=mopd_1,mopd_2;grpo=grpo_1,grpo_2"`` (each branch's stages in training order, all starting from
+    ``start``); a branch has recovered after its first stage scoring at least ``reference``'s score minus
+    ``tolerance`` (pass@1). ``branches=""``: no comparison."""
+    return ml_collections.ConfigDict(dict(domain=domain, reference=reference, start=start, branches=branches,
+                                          tolerance=tolerance))
 
 
 # ------------------------------------------------------------------------------------------------------

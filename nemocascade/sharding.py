@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nemocascade import model as model_lib
@@ -143,3 +144,12 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading dimension split over the batch axes, everything else replicated (any rank >= 1)."""
     axes = batch_axes(mesh)
     return NamedSharding(mesh, PartitionSpec(axes if axes else None))
+
+
+def to_host(tree):
+    """Device arrays (a pytree; numpy leaves pass through) -> numpy, whole on every process. Arrays spread over
+    several processes (multi-host: the mesh's batch axes span hosts) are gathered (``process_allgather``), so
+    every process returns the same complete values (e.g. every host scores the same rollout rows)."""
+    if all(getattr(leaf, "is_fully_addressable", True) for leaf in jax.tree.leaves(tree)):
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)

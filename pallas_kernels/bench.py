@@ -1,6 +1,6 @@
 """Kernel benchmarks: ours vs jax's bundled Pallas kernels vs XLA, printed as one table.
 
-    python -m pallas_kernels.bench [--ops=gmm,routing,attention,decode] [--small] [--dtype=bfloat16]
+    python -m pallas_kernels.bench [--ops=gmm,routing,attention,decode,ssd] [--small] [--dtype=bfloat16]
 
 Each op's rows come from a bench module's `run(sizes=None, dtype="bfloat16") -> list[dict]`
 (keys op, size, impl, time_ms, tflops, peak_frac, note, plus per-op extras such as gbps or
@@ -21,8 +21,9 @@ OPS = {
     "routing": ("pallas_kernels.routing.bench", "run", ("cpu_small",)),
     "attention": ("pallas_kernels.attention.bench", "run", ("small",)),
     "decode": ("pallas_kernels.attention.bench", "run_decode", ("small",)),
+    "ssd": ("pallas_kernels.ssd.bench", "run", ("cpu_small",)),
 }
-LEGEND = ("peak_frac: of the dense peak TFLOP/s for compute-bound ops (gmm, attention), of the peak "
+LEGEND = ("peak_frac: of the dense peak TFLOP/s for compute-bound ops (gmm, attention, ssd), of the peak "
           "HBM GB/s for memory-bound ops (routing, decode); '-' = not measured (see note)")
 
 

@@ -2,7 +2,8 @@
 
 Format: ``{"entries": [{"stage", "kind", "checkpoint_dir", "step", "scores": {domain: {"pass_at_1",
 "mean_reward", "num_examples"}}, "teachers"?: {domain: {"stage", "checkpoint_dir"}}}, ...]}`` in stage order.
-Writes go to a temporary file renamed into place, so a kill never leaves a half-written ledger.
+Writes go to a temporary file renamed into place, so a kill never leaves a half-written ledger. In a
+multi-process run every process keeps the entries and only one (``writer=True``) writes the file.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Sequence
 
 
 class Ledger:
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, writer: bool = True):
         self.path = path
+        self.writer = writer
         self.entries: list[dict] = []
         if os.path.exists(path):
             with open(path) as f:
@@ -29,6 +31,8 @@ class Ledger:
         if self.entry(entry["stage"]) is not None:
             raise ValueError(f"stage {entry['stage']!r} is already in the ledger {self.path}")
         self.entries.append(entry)
+        if not self.writer:
+            return
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"entries": self.entries}, f, indent=2, sort_keys=True)

@@ -1,12 +1,14 @@
 """Runs a config: one stage, or an ordered cascade of stages with a ledger and MOPD teacher selection.
 
 A cascade config has ``kind = "cascade"``, shared fields (``seed``, ``model``, ``mesh``, ``data``,
-``eval``), ``order`` (stage names) and ``stages.<name>`` (each with its ``kind``, ``optimizer``, ``train``
-and ``data``/``rl`` fields). Stage ``<name>`` lives in ``workdir/<name>/``; it starts from the previous
-stage's final params; after it ends every domain of ``eval.domains`` is evaluated and appended to
-``workdir/ledger.json``. A stage already in the ledger is skipped; an interrupted one resumes from its
-last checkpoint. A MOPD stage's teachers are, per domain, the best earlier ledger entry; an RLHF stage
-without ``rl.reward_model`` scores with the latest earlier ``reward_model`` stage. At the end (also when
+``eval``), ``order`` (stage names), ``compare`` (branches the report compares, ``configs.compare_config``) and
+``stages.<name>`` (each with its ``kind``, ``init_from``, ``optimizer``, ``train`` and ``data``/``rl`` fields; a
+stage's own ``seed`` wins over the shared one). Stage ``<name>`` lives in ``workdir/<name>/``; it starts from the
+final params of its ``init_from`` stage (a policy stage earlier in ``order``; "" = the latest one); after it ends
+every domain of ``eval.domains`` is evaluated and appended to ``workdir/ledger.json``. A stage already in the
+ledger is skipped; an interrupted one resumes from its last checkpoint. A MOPD stage's teachers are, per domain,
+the stage pinned by ``rl.teacher_stages`` (``"math=sft,if=if_rl"``), else the best earlier ledger entry; an RLHF
+stage without ``rl.reward_model`` scores with the latest earlier ``reward_model`` stage. At the end (also when
 every stage was skipped) ``workdir/report.md`` and ``workdir/scores.png`` summarise the ledger.
 """
 from __future__ import annotations
@@ -69,7 +71,8 @@ def _evaluate(config, stage_cfg, ctx, params) -> dict:
 
 
 def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
-    ledger = Ledger(os.path.join(workdir, "ledger.json"))
+    ledger = Ledger(os.path.join(workdir, "ledger.json"), writer=jax.process_index() == 0)
+    report.parse_branches(config)           # a bad ``compare`` fails now, not after every stage ran
     mesh = sharding_lib.make_mesh(config.mesh.to_dict())
     done: list[str] = []
     for name in config.order:
@@ -79,9 +82,13 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
             logging.info("stage %s is in the ledger: skipped", name)
             done.append(name)
             continue
+        policies = [n for n in done if ledger.entry(n)["kind"] not in SCORER_KINDS]
         teachers = None
+        if stage_cfg.kind != "mopd" and "rl" in stage_cfg and stage_cfg.rl.teacher_stages:
+            raise ValueError(f"stage {name!r} of kind {stage_cfg.kind!r} sets rl.teacher_stages, which only a mopd "
+                             f"stage uses")
         if stage_cfg.kind == "mopd":
-            teachers = {d: ledger.best_for(d, among=done) for d in stage_cfg.rl.domains}
+            teachers = _teachers(stage_cfg, ledger, policies)
             with stage_cfg.unlocked():
                 stage_cfg.rl.teachers = {d: e["checkpoint_dir"] for d, e in teachers.items()}
         scorer_entry = None
@@ -93,8 +100,8 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
         runner = STAGE_RUNNERS.get(stage_cfg.kind)
         if runner is None:
             raise ValueError(f"stage {name!r} has kind {stage_cfg.kind!r}; known: {sorted(STAGE_RUNNERS)}")
-        policies = [n for n in done if ledger.entry(n)["kind"] not in SCORER_KINDS]
-        initial = _previous_params(config, workdir, policies[-1], mesh) if policies else None
+        start = _start_stage(stage_cfg, policies)
+        initial = _previous_params(config, workdir, start, mesh) if start else None
         ctx, state = runner(stage_cfg, stage_dir, initial_params=initial)
         del initial
         scorer = stage_cfg.kind in SCORER_KINDS
@@ -119,6 +126,44 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
     return ledger
 
 
+def _start_stage(stage_cfg, policies) -> str | None:
+    """The stage whose final params stage ``stage_cfg.name`` starts from: ``init_from`` if set (it must be a
+    finished policy stage among ``policies``), else the latest of ``policies`` (None: random init)."""
+    if not stage_cfg.init_from:
+        return policies[-1] if policies else None
+    if stage_cfg.init_from not in policies:
+        raise ValueError(f"stage {stage_cfg.name!r}: init_from={stage_cfg.init_from!r} is not a policy stage "
+                         f"finished earlier in order; expected one of {policies}")
+    return stage_cfg.init_from
+
+
+def parse_teacher_stages(spec: str) -> dict[str, str]:
+    """``"math=sft,if=if_rl"`` -> ``{"math": "sft", "if": "if_rl"}`` ("" -> {})."""
+    pinned = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        domain, sep, stage = (x.strip() for x in item.partition("="))
+        if not sep or not domain or not stage or domain in pinned:
+            raise ValueError(f"rl.teacher_stages={spec!r}: expected comma-separated domain=stage pairs, "
+                             f"each domain once (bad item {item!r})")
+        pinned[domain] = stage
+    return pinned
+
+
+def _teachers(stage_cfg, ledger: Ledger, policies) -> dict[str, dict]:
+    """A MOPD stage's teacher ledger entry per domain of ``rl.domains``: the stage pinned by ``rl.teacher_stages``,
+    else the best of the finished policy stages ``policies`` on that domain."""
+    pinned = parse_teacher_stages(stage_cfg.rl.teacher_stages)
+    for domain, teacher in pinned.items():
+        if domain not in stage_cfg.rl.domains:
+            raise ValueError(f"stage {stage_cfg.name!r}: rl.teacher_stages pins domain {domain!r}, which is not "
+                             f"in rl.domains {tuple(stage_cfg.rl.domains)}")
+        if teacher not in policies:
+            raise ValueError(f"stage {stage_cfg.name!r}: rl.teacher_stages pins {domain}={teacher!r}, which is not "
+                             f"a policy stage finished earlier in order; expected one of {policies}")
+    return {d: ledger.entry(pinned[d]) if d in pinned else ledger.best_for(d, among=policies)
+            for d in stage_cfg.rl.domains}
+
+
 def _latest_reward_model(ledger: Ledger, done) -> dict | None:
     """The ledger entry of the last finished ``reward_model`` stage among ``done`` (None if there is none)."""
     scorers = [ledger.entry(n) for n in done if ledger.entry(n)["kind"] == "reward_model"]
@@ -126,6 +171,8 @@ def _latest_reward_model(ledger: Ledger, done) -> dict | None:
 
 
 def _print_scores(stage: str, scores: dict) -> None:
+    if jax.process_index() != 0:  # every process evaluated the same rollouts (gathered); one prints
+        return
     for domain, result in scores.items():
         print(f"[{stage}] eval {domain}: pass@1 {result['pass_at_1']:.3f}, mean reward {result['mean_reward']:.3f} "
               f"({result['num_examples']} held-out prompts)", flush=True)
@@ -143,6 +190,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     if config.kind in SCORER_KINDS:
         return
     scores = _evaluate(config, config, ctx, state.params)
-    with open(os.path.join(workdir, "eval.json"), "w") as f:
-        json.dump(scores, f, indent=2, sort_keys=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "eval.json"), "w") as f:
+            json.dump(scores, f, indent=2, sort_keys=True)
     _print_scores(config.name, scores)

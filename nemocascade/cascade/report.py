@@ -2,8 +2,11 @@
 
 ``report.md``: per stage (numbered in ledger order) each domain's held-out pass@1 and mean reward, the MOPD
 teacher picked per domain, the reward model's held-out pairwise accuracy, RLHF's reward-model scores before and
-after, and the seed. ``scores.png``: the Cascade at a glance, each domain's pass@1 (y in [0, 1]) after every
-stage (x = the stage's number in the report), one coloured line with square markers per domain and a legend.
+after, the seed, and (when ``config.compare.branches`` is set) each compared branch's curve on
+``compare.domain`` (pass@1 vs cumulative RL steps from ``compare.start``) and its steps to recover
+``compare.reference``'s score within ``compare.tolerance``. ``scores.png``: the Cascade at a glance, each
+domain's pass@1 (y in [0, 1]) after every stage (x = the stage's number in the report), one coloured line with
+square markers per domain and a legend.
 """
 from __future__ import annotations
 
@@ -105,8 +108,10 @@ def _teachers(entries) -> list[str]:
     rows = [(e["stage"], d, t["stage"]) for e in entries for d, t in sorted(e.get("teachers", {}).items())]
     if not rows:
         return []
-    return (["", "## MOPD teachers", "", "The best earlier stage per domain (pass@1, then mean reward).", "",
-             "| stage | domain | teacher |", "|---|---|---|"] + [f"| {s} | {d} | {t} |" for s, d, t in rows])
+    return (["", "## MOPD teachers", "",
+             "Per domain: the stage pinned by `rl.teacher_stages`, else the best earlier stage (pass@1, then mean "
+             "reward).", "", "| stage | domain | teacher |", "|---|---|---|"]
+            + [f"| {s} | {d} | {t} |" for s, d, t in rows])
 
 
 def _reward_models(entries) -> list[str]:
@@ -130,6 +135,61 @@ def _rlhf(entries) -> list[str]:
                for s, d, r, m in rows])
 
 
+def parse_branches(config: ml_collections.ConfigDict) -> dict[str, list[str]]:
+    """``compare.branches`` ``"mopd=mopd_1,mopd_2;grpo=grpo_1"`` -> ``{"mopd": ["mopd_1", "mopd_2"], ...}``,
+    checked against ``config.stages`` and ``compare.{domain,reference,start}`` ("" -> {})."""
+    compare = config.compare
+    branches = {}
+    for item in filter(None, (part.strip() for part in compare.branches.split(";"))):
+        name, sep, stages = (x.strip() for x in item.partition("="))
+        members = [m.strip() for m in stages.split(",") if m.strip()]
+        if not sep or not name or not members or name in branches:
+            raise ValueError(f"compare.branches={compare.branches!r}: expected 'name=stage,stage;name=...', each "
+                             f"name once (bad item {item!r})")
+        branches[name] = members
+    if not branches:
+        return branches
+    named = [compare.reference, compare.start] + [m for ms in branches.values() for m in ms]
+    unknown = [n for n in named if n not in config.stages]
+    if unknown or not compare.domain:
+        raise ValueError(f"compare: reference/start/branches must name stages of config.stages and domain must be "
+                         f"set; got domain={compare.domain!r}, unknown stages {unknown}")
+    return branches
+
+
+def branch_curve(entries, start: str, members, domain: str) -> list[tuple[int, float]]:
+    """(cumulative RL steps, pass@1 on ``domain``) from ``start`` (0 steps) through each finished stage of
+    ``members`` in order (a stage's ``step`` = the RL steps it took)."""
+    by_stage = {e["stage"]: e for e in entries}
+    curve = [(0, by_stage[start]["scores"][domain]["pass_at_1"])]
+    for member in members:
+        if member not in by_stage:
+            break
+        curve.append((curve[-1][0] + by_stage[member]["step"], by_stage[member]["scores"][domain]["pass_at_1"]))
+    return curve
+
+
+def _comparison(config, entries) -> list[str]:
+    branches = parse_branches(config)
+    compare = config.compare
+    finished = {e["stage"] for e in entries}
+    if not branches or not {compare.reference, compare.start} <= finished:
+        return []
+    reference = next(e for e in entries if e["stage"] == compare.reference)["scores"][compare.domain]["pass_at_1"]
+    target = reference - compare.tolerance
+    lines = ["", f"## {' vs '.join(branches)} on {compare.domain}", "",
+             f"Each branch starts from `{compare.start}`; target: `{compare.reference}`'s {compare.domain} pass@1 "
+             f"{reference:.3f} minus {compare.tolerance} = {target:.3f}. Steps = cumulative RL steps of the branch; "
+             "steps to recover = the first point at or above the target.", "",
+             f"| branch | {compare.domain} pass@1 after N steps (N: score) | steps to recover |", "|---|---|---|"]
+    for name, members in branches.items():
+        curve = branch_curve(entries, compare.start, members, compare.domain)
+        hit = next((n for n, score in curve if score >= target), None)
+        recovered = str(hit) if hit is not None else f"not recovered in {curve[-1][0]} steps"
+        lines.append(f"| {name} | " + ", ".join(f"{n}: {score:.3f}" for n, score in curve) + f" | {recovered} |")
+    return lines
+
+
 def report_markdown(config: ml_collections.ConfigDict, entries, domains) -> str:
     ev = config.eval
     lines = [f"# Cascade report: {config.name}", "",
@@ -140,7 +200,7 @@ def report_markdown(config: ml_collections.ConfigDict, entries, domains) -> str:
     lines += ["", "![pass@1 after each stage](scores.png)", "",
               "`scores.png`: each domain's pass@1 after every stage; x = the stage number (#) in the table, a stage "
               "without scores (a reward model) has no point."]
-    lines += _teachers(entries) + _reward_models(entries) + _rlhf(entries)
+    lines += _teachers(entries) + _reward_models(entries) + _rlhf(entries) + _comparison(config, entries)
     return "\n".join(lines) + "\n"
 
 

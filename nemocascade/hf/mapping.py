@@ -22,11 +22,11 @@ from typing import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from nemocascade.hf.safetensors_io import CheckpointReader, TensorSpec
 from nemocascade.model import init_params
 from nemocascade.model.config import ModelConfig
+from nemocascade.sharding import to_host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,13 +315,6 @@ def load_params(reader: CheckpointReader, family: Family, cfg: ModelConfig, shar
                                                           lambda index, h=host: h[index])
         del host
     return jax.tree_util.tree_map_with_path(lambda p, _: placed[tuple(str(k.key) for k in p)], shapes)
-
-
-def to_host(x) -> np.ndarray:
-    """A (possibly sharded, possibly multi-host) array as one host numpy array."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
 
 
 def export_specs(params, family: Family, cfg: ModelConfig, dtype) -> list[TensorSpec]:

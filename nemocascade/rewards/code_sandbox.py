@@ -14,7 +14,9 @@ Isolation levels (``Sandbox(isolation="auto")`` probes them strongest first; ful
   - resource limits on the user process: CPU seconds, address space, process count (per uid, so per
     slot), file size, open files, no core dumps, no locked memory;
   - wall clock enforced by the host: the whole process group is SIGKILLed at the deadline; killing
-    the namespace's pid 1 kills every process in it, including ones that left the process group;
+    the namespace's pid 1 kills every process in it, including ones that left the process group, and
+    the host then waits until no process of the slot uid is left (the kernel tears a killed namespace
+    down asynchronously: the next submission on the slot must not count its leftovers);
   - output capped: the host reads at most ``max_output_bytes`` of stdout+stderr and kills the
     submission when it writes more;
   - the working directory disappears with the mount namespace; the host-side mount point is removed.
@@ -58,7 +60,7 @@ PRIVILEGED_LEVELS = ("namespaces", "uid")  # need root; "auto" tries them in thi
 MAX_RESULT_CHANNEL_BYTES = 1 << 20
 MAX_SUBMISSION_BYTES = 1 << 20
 KEPT_OUTPUT_CHARS = 2000
-UID_CLEANUP_SECONDS = 5.0
+UID_CLEANUP_SECONDS = 10.0
 POLL_SECONDS = 0.05
 FIRST_SANDBOX_UID, LAST_SANDBOX_UID = 61000, 64999  # unprivileged uids with no passwd entry, below nobody
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -185,8 +187,9 @@ def _uid_processes(uid: int) -> list[int]:
 
 def _kill_uid_processes(uid: int) -> None:
     """SIGKILLs every process of ``uid`` and waits (up to UID_CLEANUP_SECONDS) until they have been reaped,
-    so that they no longer count against the next submission's RLIMIT_NPROC ("uid" mode's cleanup).
-    Orphans are reaped by the system's init, which can take a second or two in some containers."""
+    so that they no longer count against the next submission's RLIMIT_NPROC (both privileged modes).
+    Orphans are reaped by the system's init (uid mode) or the dying namespace's pid 1 (namespaces mode),
+    which can take a second or two in a loaded container."""
     deadline = time.monotonic() + UID_CLEANUP_SECONDS
     while (pids := _uid_processes(uid)) and time.monotonic() < deadline:
         for pid in pids:
@@ -489,7 +492,7 @@ class Sandbox:
                 proc.wait()
             os.close(out_r)
             os.close(res_r)
-            if isolation == "uid":
+            if isolation in PRIVILEGED_LEVELS:
                 _kill_uid_processes(uid)
             shutil.rmtree(root, ignore_errors=True)
         events = _parse_events(bytes(collector.results), nonce)

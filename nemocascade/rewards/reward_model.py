@@ -199,7 +199,7 @@ class RewardModelFn(RewardFn):
                 tokens, segment_ids = jax.device_put((tokens, segment_ids), self._rows_sharding)
             with _maybe_mesh(self.mesh):
                 scores = self._scores(self.params, tokens, segment_ids)
-            out[start:start + len(chunk)] = np.asarray(jax.device_get(scores))[:len(chunk)]
+            out[start:start + len(chunk)] = np.asarray(sharding_lib.to_host(scores))[:len(chunk)]
         return out
 
     def verify_batch(self, samples: Sequence[dict], answers: Sequence[str]) -> list[Verification]:

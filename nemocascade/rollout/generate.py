@@ -18,7 +18,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
@@ -239,7 +238,7 @@ def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]
             tokens_dev, segment_dev, cache = jax.device_put((tokens_dev, segment_dev, cache), batch_sharding)
     with _maybe_mesh(mesh):
         out, _ = _prefill_and_decode(params, cache, tokens_dev, segment_dev, rng, cfg=cfg, sampling=sampling)
-    response, logprobs, lengths, finished, forced = _to_host(out)
+    response, logprobs, lengths, finished, forced = sharding_lib.to_host(out)
 
     full_tokens = np.full((n, width + max_new_tokens), pad_id, np.int32)
     full_logprobs = np.zeros((n, width + max_new_tokens), np.float32)
@@ -253,14 +252,6 @@ def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]
     return Rollouts(tokens=full_tokens, logprobs=full_logprobs, prompt_lengths=prompt_lengths,
                     response_lengths=lengths.astype(np.int32), finished=finished.astype(bool),
                     forced=full_forced)
-
-
-def _to_host(tree):
-    """Device arrays -> numpy. Rows spread over several processes (multi-host: the mesh's batch axes span
-    hosts) are gathered, so every process returns the same complete ``Rollouts``."""
-    if all(leaf.is_fully_addressable for leaf in jax.tree.leaves(tree)):
-        return jax.device_get(tree)
-    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _maybe_mesh(mesh):

@@ -78,8 +78,8 @@ class MOPDStage(RLStage):
         for directory, (teacher_cfg, params) in self.teachers.items():
             rows = np.isin(domains, [d for d, t in self.teacher_of_domain.items() if t == directory])
             if rows.any():
-                scored = np.asarray(policy.frozen_logprobs(params, batch, cfg=teacher_cfg,
-                                                      temperature=self.config.rl.temperature))
+                scored = sharding_lib.to_host(policy.frozen_logprobs(params, batch, cfg=teacher_cfg,
+                                                                     temperature=self.config.rl.temperature))
                 teacher_lp[rows] = scored[rows]
         mask = np.asarray(batch["mask"])
         gap = (teacher_lp - np.asarray(batch["rollout_logprobs"])) * mask

@@ -13,6 +13,11 @@ scores all 2B rows and ``losses.bradley_terry_loss`` compares them. The backbone
 
 After the last step the held-out pairwise accuracy (chosen scored strictly above rejected) is written to
 ``workdir/eval.json`` and returned on the context (``ctx.evaluation``).
+
+Multi-process: every process reads the same global pair stream and puts its own devices' rows of each batch
+on the mesh (``runtime.put_global_batch``), so the run trains on the same batches whatever the process count;
+the held-out scores are gathered to every process (``RewardModelFn.score_ids``) and process 0 writes
+``eval.json`` and prints.
 """
 from __future__ import annotations
 
@@ -155,9 +160,13 @@ class EncodePair:
 
 def make_pair_dataset(pairs, tokenizer, *, seq_len: int, batch_size: int, seed: int,
                       too_long: str = "raise") -> grain.IterDataset:
-    """Batches ``{"tokens", "segment_ids"}`` int32[batch_size, 2, seq_len] of this process's shard of
-    ``pairs``, reshuffled every epoch, forever; the iterator is checkpointable (exact resume)."""
-    dataset = grain.MapDataset.source(list(pairs))[jax.process_index()::jax.process_count()]
+    """Global batches ``{"tokens", "segment_ids"}`` int32[batch_size, 2, seq_len] of ``pairs``, reshuffled every
+    epoch, forever; the iterator is checkpointable (exact resume).
+
+    Every process reads the whole stream (no shard per process) and puts its own devices' rows on the mesh
+    with ``runtime.put_global_batch``: a shard of pairs per process would make the global batch (and with
+    ``too_long="skip"`` even its row count) depend on the process count."""
+    dataset = grain.MapDataset.source(list(pairs))
     dataset = dataset.shuffle(seed=seed).repeat(None).map(EncodePair(tokenizer, seq_len=seq_len, too_long=too_long))
     dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0)).filter(lambda row: row is not None)
     return dataset.batch(batch_size, drop_remainder=True)
@@ -230,7 +239,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, initial_params=None)
 
     def next_batch(_state):
         batch = next(iterator)
-        return {k: jax.device_put(np.asarray(batch[k]), batch_sharding) for k in PAIR_KEYS}, {}
+        return runtime.put_global_batch({k: batch[k] for k in PAIR_KEYS}, batch_sharding), {}
 
     state = runtime.train_and_close(ctx, state=state, step_fn=step_fn, next_batch=next_batch, data_iterator=iterator,
                                     tokens_per_step=2 * data_cfg.batch_size * data_cfg.seq_len)
@@ -247,9 +256,9 @@ def evaluate(config: ml_collections.ConfigDict, ctx: RewardModelContext, params,
     scorer = rm.RewardModelFn(params, ctx.model_cfg, tokenizer, batch_size=config.reward_model.eval_batch_size,
                               max_len=config.data.seq_len, mesh=ctx.mesh)
     result = evaluate_pairs(scorer, pairs)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0:  # every process computed the same result; one writes it
         with open(os.path.join(ctx.workdir, "eval.json"), "w") as f:
             json.dump({"reward_model": result}, f, indent=2, sort_keys=True)
-    print(f"[{ctx.name}] held-out pairwise accuracy {result['pairwise_accuracy']:.3f} on {result['num_pairs']} "
-          f"pairs (mean reward gap {result['margin_mean']:.3f})", flush=True)
+        print(f"[{ctx.name}] held-out pairwise accuracy {result['pairwise_accuracy']:.3f} on {result['num_pairs']} "
+              f"pairs (mean reward gap {result['margin_mean']:.3f})", flush=True)
     return result

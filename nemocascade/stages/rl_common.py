@@ -11,6 +11,17 @@ temperature). Memory cost: one params set, for the whole stage. ``pi_ref`` is al
 of the stage begins from, also on resume: ``initial_params`` (in a cascade the previous stage's final
 checkpoint, passed again on resume; a separate buffer, as the train state copies them before donating), or,
 when the stage starts from random init, the seed's init params built again in buffers of their own.
+
+Multi-process (one process per host, same global mesh): every process builds the same global batch. It reads
+the same global prompt stream (seed and position shared, no shard per process) and draws the same rollouts
+(same params, same key); the sampler's rows are split over the mesh's batch axes, i.e. over the processes, and
+``generate`` gathers them (``sharding.to_host``: ``process_allgather``), so every process holds the full rollout
+tokens, decodes them and computes every reward on its own host (host-side rewards are cheap next to a step and
+this needs no second exchange); reference and MOPD teacher log-probs are gathered the same way. The identical
+host batch then goes onto the mesh through ``runtime.put_global_batch`` (each process transfers its devices'
+rows). Metrics and evaluation files are written by process 0 only; checkpoints (with each process's prompt
+iterator position) are saved by all processes through orbax. ``tests/launch/test_multiprocess_rl.py`` checks
+that 2 processes x 4 devices train like 1 process x 8.
 """
 from __future__ import annotations
 
@@ -115,8 +126,9 @@ class RLStage:
             rewards = np.where(rollouts.finished, rewards, 0.0).astype(np.float32)
         batch = rollout_batch(rollouts, width=self.width)
         if self.reference is not None:
-            batch["ref_logprobs"] = np.asarray(policy.frozen_logprobs(self.reference, batch, cfg=self.ctx.model_cfg,
-                                                                      temperature=rl.temperature))
+            ref_logprobs = policy.frozen_logprobs(self.reference, batch, cfg=self.ctx.model_cfg,
+                                                  temperature=rl.temperature)
+            batch["ref_logprobs"] = sharding_lib.to_host(ref_logprobs)
         extra, weights, host_metrics = self.extra_batch(batch, samples, rewards)
         batch.update(extra)
         if weights is not None:

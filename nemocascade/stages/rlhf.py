@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 
+import jax
 import ml_collections
 
 from nemocascade import data as data_lib
@@ -79,8 +80,9 @@ class RLHFStage(GRPOStage):
                     "after": after[d]["mean_reward"], "num_examples": after[d]["num_examples"]} for d in after}}
             for domain, result in ctx.evaluation["reward_model_score"].items():
                 start = "n/a" if result["before"] is None else f"{result['before']:.3f}"
-                print(f"[{ctx.name}] held-out {domain}: reward-model score {start} -> {result['after']:.3f} "
-                      f"({result['num_examples']} prompts)", flush=True)
+                if jax.process_index() == 0:
+                    print(f"[{ctx.name}] held-out {domain}: reward-model score {start} -> {result['after']:.3f} "
+                          f"({result['num_examples']} prompts)", flush=True)
         return ctx, state
 
 

@@ -34,3 +34,14 @@ def test_reload_and_duplicate_refused(tmp_path):
         again.append(_entry("sft", (0.1, 0.1), (0.1, 0.1)))
     assert json.load(open(path))["entries"][0]["stage"] == "sft"
     assert not (tmp_path / "ledger.json.tmp").exists()
+
+
+def test_a_reader_process_keeps_entries_without_writing(tmp_path):
+    """Multi-process runs: every process appends (same entries in memory), only the writer touches the file."""
+    path = str(tmp_path / "ledger.json")
+    Ledger(path).append(_entry("sft", (0.1, 0.1), (0.1, 0.1)))
+    reader = Ledger(path, writer=False)
+    reader.append(_entry("if_rl", (0.2, 0.2), (0.3, 0.3)))
+    assert [e["stage"] for e in reader.entries] == ["sft", "if_rl"]
+    assert [e["stage"] for e in Ledger(path).entries] == ["sft"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json"]

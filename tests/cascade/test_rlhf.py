@@ -5,7 +5,6 @@ scores its rollouts with that checkpoint. The rewards it trains on are checked a
 recomputation (params restored from the checkpoint, ``reward_scores`` on the re-encoded prompt + answer),
 and its advantages against a float64 numpy group standardisation.
 """
-import types
 
 import jax
 import jax.numpy as jnp
@@ -116,7 +115,7 @@ def test_missing_reward_model_is_a_clear_error(tmp_path):
         rlhf.RLHFStage(_rlhf_config(str(tmp_path / "empty")), str(tmp_path / "c"))
 
 
-def test_cascade_fills_the_reward_model_from_the_ledger(tmp_path, monkeypatch):
+def test_cascade_fills_the_reward_model_from_the_ledger(tmp_path, stand_in_stages):
     """Stage runners replaced by recorders: the rlhf stage is handed the latest reward_model stage's checkpoint
     dir and starts from the latest policy stage; the ledger keeps which reward model it used."""
     order = ("sft", "rm_old", "rm_new", "rlhf")
@@ -124,17 +123,7 @@ def test_cascade_fills_the_reward_model_from_the_ledger(tmp_path, monkeypatch):
                        "rm_old": configs.stage("reward_model", **configs.tiny_reward_model_stage()),
                        "rm_new": configs.stage("reward_model", **configs.tiny_reward_model_stage()),
                        "rlhf": configs.tiny_rlhf_stage()}, order)
-    calls = {}
-
-    def fake_runner(stage_cfg, stage_dir, *, initial_params=None):
-        calls[stage_cfg.name] = (stage_cfg, initial_params)
-        ctx = types.SimpleNamespace(checkpoint_dir=f"{stage_dir}/checkpoints", evaluation=None)
-        return ctx, types.SimpleNamespace(step=1, params=stage_cfg.name)
-
-    monkeypatch.setattr(pipeline, "STAGE_RUNNERS", {k: fake_runner for k in pipeline.STAGE_RUNNERS})
-    monkeypatch.setattr(pipeline, "_previous_params", lambda config, workdir, previous, mesh: f"params of {previous}")
-    monkeypatch.setattr(pipeline, "_evaluate", lambda config, stage_cfg, ctx, params: {
-        "math": {"pass_at_1": 0.5, "mean_reward": 0.5, "num_examples": 8}})
+    calls = stand_in_stages(lambda name: {"math": {"pass_at_1": 0.5, "mean_reward": 0.5, "num_examples": 8}})
     ledger = pipeline.run_cascade(config, str(tmp_path))
     rlhf_cfg, initial = calls["rlhf"]
     assert rlhf_cfg.rl.reward_model == f"{tmp_path}/rm_new/checkpoints"
