@@ -1,4 +1,5 @@
-"""The Pallas GPU (Triton) attention kernels in the Pallas interpreter (impl="interpret") vs the reference.
+"""The Pallas GPU (Triton) attention kernels in the Pallas interpreter (impl="interpret") vs the reference
+(compiled instead with NEMOCASCADE_KERNEL_TESTS=gpu on a GPU host: see kernel_impl.py).
 
 Forward values and q/k/v gradients (flash) and decode outputs are compared with the float32
 `reference.py` (itself checked against float64 numpy in test_attention_reference.py):
@@ -10,10 +11,10 @@ import numpy as np
 import pytest
 import jax.numpy as jnp
 
+from kernel_impl import GPU_KERNEL_IMPL as IMPL, gpu_kernel
 from test_attention_common import (check_decode_against_reference, check_flash_against_reference,
                                    lower_for_platform, packed_segments, random_inputs)
 
-IMPL = "interpret"
 D = 32
 
 
@@ -26,6 +27,7 @@ FLASH_CASES = {
 }
 
 
+@gpu_kernel
 @pytest.mark.parametrize("name", list(FLASH_CASES))
 def test_flash_attention_float32(name):
     b, t, s, h, kvh, segmented, causal, block_q, block_k = FLASH_CASES[name]
@@ -35,6 +37,7 @@ def test_flash_attention_float32(name):
                                   block_q=block_q, block_k=block_k, tol=1e-5)
 
 
+@gpu_kernel
 def test_flash_attention_bfloat16():
     b, t, h, kvh = 2, 45, 4, 2
     q, k, v, d_out = random_inputs(11, b, t, t, h, kvh, D, jnp.bfloat16)
@@ -43,6 +46,7 @@ def test_flash_attention_bfloat16():
     assert errors["out"] > 0  # bf16 rounding is visible: the comparison is not vacuous
 
 
+@gpu_kernel
 def test_fully_masked_rows_are_zero_not_nan():
     """A row of only padding: every query and key masked."""
     q, k, v, d_out = random_inputs(13, 2, 20, 20, 2, 1, D)
@@ -60,6 +64,7 @@ DECODE_CASES = {
 }
 
 
+@gpu_kernel
 @pytest.mark.parametrize("name", list(DECODE_CASES))
 def test_decode_attention_float32(name):
     b, tq, s, h, kvh, lengths, block_k, num_splits = DECODE_CASES[name]
@@ -68,6 +73,7 @@ def test_decode_attention_float32(name):
                                    num_splits=num_splits)
 
 
+@gpu_kernel
 def test_decode_attention_bfloat16():
     q, k, v, _ = random_inputs(14, 2, 1, 48, 4, 2, D, jnp.bfloat16)
     check_decode_against_reference(IMPL, q, k, v, jnp.asarray([48, 9], jnp.int32), tol=1e-2, block_k=16,

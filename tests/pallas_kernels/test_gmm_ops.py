@@ -1,7 +1,8 @@
 """gmm / tgmm against float64 numpy: forward and gradients, every impl that runs on CPU.
 
 impl="interpret" runs the GPU (Triton) kernel and impl="interpret_tpu" the TPU (Mosaic) kernel in
-the Pallas interpreters; shapes and tiles are chosen so that rows, K and N all end in partial tiles.
+the Pallas interpreters (with NEMOCASCADE_KERNEL_TESTS=gpu on a GPU host the GPU cases run the compiled
+kernel: kernel_impl.py); shapes and tiles are chosen so that rows, K and N all end in partial tiles.
 Error metric: ||out - ref|| / ||ref|| against float64 numpy on the same (dtype-rounded) inputs.
 """
 import numpy as np
@@ -9,12 +10,13 @@ import pytest
 import jax
 import jax.numpy as jnp
 
+from kernel_impl import GPU_KERNEL_IMPL, impl_params
 from pallas_kernels.gmm import gmm, reference, resolve_impl, tgmm
 
 # impl -> (K, N, tiling): the TPU kernel needs 128-multiple tiles, the GPU kernel powers of two.
 IMPL_SHAPES = {
     "xla": (40, 24, None),
-    "interpret": (40, 24, (16, 16, 16)),
+    GPU_KERNEL_IMPL: (40, 24, (16, 16, 16)),  # "interpret" unless NEMOCASCADE_KERNEL_TESTS=gpu
     "interpret_tpu": (200, 136, (16, 128, 128)),
 }
 M = 40
@@ -102,24 +104,24 @@ def _check_gmm_and_grads(impl, sizes, dtype, transpose_rhs=False, seed=0):
     assert not np.any(np.asarray(d_lhs[total:], np.float32))
 
 
-@pytest.mark.parametrize("impl", list(IMPL_SHAPES))
+@pytest.mark.parametrize("impl", impl_params(IMPL_SHAPES))
 @pytest.mark.parametrize("groups", list(GROUPS))
 def test_gmm_forward_and_grads_f32(impl, groups):
     _check_gmm_and_grads(impl, GROUPS[groups], jnp.float32)
 
 
-@pytest.mark.parametrize("impl", list(IMPL_SHAPES))
+@pytest.mark.parametrize("impl", impl_params(IMPL_SHAPES))
 @pytest.mark.parametrize("seed", [1, 2])
 def test_gmm_random_groups_transposed_rhs(impl, seed):
     _check_gmm_and_grads(impl, _random_groups(seed), jnp.float32, transpose_rhs=True, seed=seed)
 
 
-@pytest.mark.parametrize("impl", list(IMPL_SHAPES))
+@pytest.mark.parametrize("impl", impl_params(IMPL_SHAPES))
 def test_gmm_bf16_inputs_f32_accumulation(impl):
     _check_gmm_and_grads(impl, _random_groups(3), jnp.bfloat16, seed=3)
 
 
-@pytest.mark.parametrize("impl", list(IMPL_SHAPES))
+@pytest.mark.parametrize("impl", impl_params(IMPL_SHAPES))
 def test_tgmm_matches_numpy(impl):
     k, n, tiling = IMPL_SHAPES[impl]
     sizes = GROUPS["uneven_with_tail"]

@@ -1,5 +1,6 @@
 """The chunked SSD scan (pallas_kernels.ssd): XLA path and both Pallas kernels (in the interpreters)
-against the sequential recurrence; dispatch, input checks, lowering for the real platforms.
+against the sequential recurrence; dispatch, input checks, lowering for the real platforms. The
+`gpu_kernel` cases run the compiled GPU kernel with NEMOCASCADE_KERNEL_TESTS=gpu (kernel_impl.py).
 
 Errors are ||got - want|| / ||want|| over y and over the final state; float32 must be within 1e-5
 (measured ~1e-7). Shapes are tiny (the interpreters cost ~ms per grid step); they still cover chunk
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from kernel_impl import GPU_KERNEL_IMPL, gpu_kernel
 from nemocascade.model.ssd import ssd_chunked
 from pallas_kernels.ssd import ops, reference
 
@@ -110,12 +112,16 @@ KERNEL_CASES = [
     ("gpu_chunk4_pad_resets", "interpret", 4, True, {}),
     ("gpu_chunk13_one_chunk_no_state", "interpret", 13, False, {}),
     ("gpu_chunk8_divides_g1", "interpret", 8, True, dict(t=16, g=1, seed=1)),
+    # shapes the compiled GPU kernel takes too (L, P, N powers of two >= 16): run compiled on a GPU host
+    pytest.param("gpu_compilable_chunk16_resets", GPU_KERNEL_IMPL, 16, True, dict(t=40, h=2, p=16, g=1),
+                 marks=gpu_kernel),
     ("tpu_chunk5_pad_resets", "interpret_tpu", 5, True, {}),
     ("tpu_chunk8_divides_mha", "interpret_tpu", 8, True, dict(bsz=1, t=16, h=2, g=2, seed=2)),
 ]
 
 
-@pytest.mark.parametrize("name,impl,chunk,with_state,kwargs", KERNEL_CASES, ids=[c[0] for c in KERNEL_CASES])
+@pytest.mark.parametrize("name,impl,chunk,with_state,kwargs", KERNEL_CASES,
+                         ids=[getattr(c, "values", c)[0] for c in KERNEL_CASES])
 def test_kernel_matches_reference(name, impl, chunk, with_state, kwargs):
     errors = scan_errors(impl, make_inputs(**kwargs), chunk, with_state=with_state)
     assert max(errors) < TOL, (name, errors)
@@ -130,9 +136,10 @@ def test_kernel_matches_float64_numpy_recurrence(impl):
     assert rel_err(y, want_y) < TOL and rel_err(state, want_state) < TOL
 
 
+@gpu_kernel
 def test_kernel_bfloat16_inputs():
     """bf16 x/b/c are upcast in the kernel; only y's rounding to bf16 remains (~4e-3)."""
-    y_err, state_err = scan_errors("interpret", make_inputs(seed=5), 4, dtype=jnp.bfloat16)
+    y_err, state_err = scan_errors(GPU_KERNEL_IMPL, make_inputs(seed=5, t=24, p=16), 16, dtype=jnp.bfloat16)
     assert y_err < 1e-2 and state_err < TOL
 
 
