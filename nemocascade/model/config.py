@@ -79,7 +79,7 @@ class ModelConfig:
     mamba_conv_kernel: int = 4           # depthwise causal conv width (taps, current token included)
     mamba_chunk_size: int = 128          # SSD chunk length (tokens); any length works, chunks are padded
     moe_impl: str = "ragged"             # "dense" is a test-only reference path
-    kernel_impl: str = "xla"             # expert matmul / attention backend
+    kernel_impl: str = "xla"             # expert matmul / attention / SSD scan backend
     remat: str = "none"
 
     def __post_init__(self):

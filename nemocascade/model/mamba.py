@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from nemocascade.model.config import ModelConfig
+from nemocascade.model.kernels import pallas_op
 from nemocascade.model.layers import at_least_f32, dtype_of, param
 from nemocascade.model.ssd import segment_starts, ssd_chunked, ssd_step
 
@@ -56,6 +57,18 @@ def causal_conv(u, segment_ids, weight, bias, history):
         keep = (seen == segment_ids) | (seen == -1)
         out = out + jnp.where(keep[..., None], extended[:, i:i + t] * weight[i].astype(u.dtype), 0)
     return out, extended
+
+
+def ssm_scan(x, dt, a, b, c, starts, *, chunk_size: int, initial_state, impl: str):
+    """The chunked SSD scan over [B, T] (shapes as ``ssd.ssd_chunked``) -> (y, final state).
+
+    ``impl="xla"``: ``ssd.ssd_chunked`` (plain jnp); otherwise ``pallas_kernels.ssd.ssd_scan`` with that impl
+    (under ``"auto"`` it falls back to its XLA path for shapes its kernel does not take).
+    """
+    if impl == "xla":
+        return ssd_chunked(x, dt, a, b, c, starts, chunk_size=chunk_size, initial_state=initial_state)
+    return pallas_op("ssd.ops", "ssd_scan", impl)(x, dt, a, b, c, starts, chunk_size=chunk_size,
+                                                  initial_state=initial_state, impl=impl)
 
 
 def gated_rms_norm(y, z, scale, groups: int, eps: float):
@@ -138,8 +151,8 @@ class Mamba2(nn.Module):
             y = y[:, None]
         else:
             initial = None if layer_cache is None else layer_cache["ssm"]
-            y, state = ssd_chunked(xs, dt, a, b, c, segment_starts(segment_ids), chunk_size=cfg.mamba_chunk_size,
-                                   initial_state=initial)
+            y, state = ssm_scan(xs, dt, a, b, c, segment_starts(segment_ids), chunk_size=cfg.mamba_chunk_size,
+                                initial_state=initial, impl=cfg.kernel_impl)
         y = y + (d_skip[:, None] * at_least_f32(xs)).astype(y.dtype)
         y = gated_rms_norm(y, z, norm_scale, g, cfg.rms_norm_eps)
         out = jnp.einsum("bthp,hpd->btd", y, w_out)

@@ -1,4 +1,4 @@
-"""Public chunked SSD (Mamba-2) scan: `ssd_scan`, with backend dispatch. Forward only for the kernels.
+"""Public chunked SSD (Mamba-2) scan: `ssd_scan`, with backend dispatch, differentiable for every impl.
 
 impl:
   "auto"          the Pallas kernel of the running backend (GPU: Triton, TPU: Mosaic) when
@@ -9,8 +9,10 @@ impl:
   "interpret"     the GPU (Triton) kernel in the Pallas interpreter (runs anywhere; for tests).
   "interpret_tpu" the TPU kernel in the TPU interpreter (pltpu.InterpretParams(); for tests).
 
-The kernels have no VJP: differentiate through impl="xla" (the Mamba mixer still uses
-nemocascade.model.ssd.ssd_chunked, a plain-jnp path, for training).
+Gradients: impl="xla" is differentiated by JAX. The kernels run the forward pass only; their
+custom_vjp backward is the VJP of the XLA path, recomputed from the saved inputs (no backward kernel
+yet), so a kernel's gradients are the XLA path's. The Mamba mixer calls this with
+ModelConfig.kernel_impl != "xla".
 
 Chunks: L = min(chunk_size, T) tokens; T is zero-padded up to a multiple of L here (padding has
 dt = 0 and starts nothing, so it leaves y and the state unchanged) and the pad is cut off again.
@@ -122,9 +124,9 @@ def _from_chunks(y, t: int):
     return jnp.moveaxis(y, 1, 3).reshape(bsz, k * size, h, p)[:, :t]
 
 
-@functools.partial(jax.jit, static_argnums=(7,))
-def _ssd_jit(x, dt, a, b, c, starts, initial_state, cfg: _Config):
-    bsz, t, h, p = x.shape
+def _chunked_scan(x, dt, a, b, c, starts, initial_state, cfg: _Config):
+    """Pads and chunks the inputs, runs cfg.impl's scan, unchunks y."""
+    t = x.shape[1]
     vec = chunk_math.chunk_vectors(_to_chunks(dt.astype(jnp.float32), cfg.chunk), a,
                                    _to_chunks(starts, cfg.chunk))
     args = (_to_chunks(x, cfg.chunk), _to_chunks(b, cfg.chunk), _to_chunks(c, cfg.chunk), vec,
@@ -137,6 +139,34 @@ def _ssd_jit(x, dt, a, b, c, starts, initial_state, cfg: _Config):
         interpret = pltpu.InterpretParams() if cfg.impl == "interpret_tpu" else False
         y, final = tpu.ssd_tpu(*args, interpret=interpret)
     return _from_chunks(y, t).astype(x.dtype), final
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _kernel_scan(x, dt, a, b, c, starts, initial_state, cfg: _Config):
+    """_chunked_scan through a Pallas kernel, with the XLA path's VJP as its backward."""
+    return _chunked_scan(x, dt, a, b, c, starts, initial_state, cfg)
+
+
+def _kernel_scan_fwd(x, dt, a, b, c, starts, initial_state, cfg):
+    return _chunked_scan(x, dt, a, b, c, starts, initial_state, cfg), (x, dt, a, b, c, starts, initial_state)
+
+
+def _kernel_scan_bwd(cfg, saved, cotangents):
+    x, dt, a, b, c, starts, initial_state = saved
+    xla_cfg = dataclasses.replace(cfg, impl="xla")
+    _, vjp = jax.vjp(lambda x, dt, a, b, c, h0: _chunked_scan(x, dt, a, b, c, starts, h0, xla_cfg),
+                     x, dt, a, b, c, initial_state)
+    dx, ddt, da, db, dc, dh0 = vjp(cotangents)
+    return dx, ddt, da, db, dc, None, dh0
+
+
+_kernel_scan.defvjp(_kernel_scan_fwd, _kernel_scan_bwd)
+
+
+@functools.partial(jax.jit, static_argnums=(7,))
+def _ssd_jit(x, dt, a, b, c, starts, initial_state, cfg: _Config):
+    scan = _chunked_scan if cfg.impl == "xla" else _kernel_scan
+    return scan(x, dt, a, b, c, starts, initial_state, cfg)
 
 
 def ssd_scan(x: jax.Array, dt: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array,

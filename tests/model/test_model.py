@@ -242,16 +242,18 @@ def test_bfloat16_compute_stays_close_to_float32_and_router_bias_stays_float32()
 
 
 def test_kernel_impl_runs_the_pallas_kernels_or_says_they_are_missing():
-    """kernel_impl="interpret": the Pallas flash attention, decode attention and grouped matmul (in the
-    Pallas interpreter) give the XLA path's logits, with and without a KV cache."""
+    """kernel_impl="interpret": the Pallas flash attention, decode attention, grouped matmul and SSD scan
+    (in the Pallas interpreter) give the XLA path's logits, with and without a KV / SSM cache."""
     # head dim 16: the GPU kernels' minimum (the interpreter runs the GPU kernels)
-    cfg = CFG.replace(d_model=64, num_layers=1, block_pattern=("attention+moe",))
+    cfg = CFG.replace(d_model=64, num_layers=2, block_pattern=("mamba", "attention+moe"), mamba_head_dim=8,
+                      mamba_state_size=8, mamba_chunk_size=4)
     pallas = cfg.replace(kernel_impl="interpret")
     params = _params(cfg)
     tokens = _tokens(2, 8)
     try:
         importlib.import_module("pallas_kernels.gmm.ops")
         importlib.import_module("pallas_kernels.attention.ops")
+        importlib.import_module("pallas_kernels.ssd.ops")
     except ImportError:
         with pytest.raises(ValueError, match=r"kernel_impl='interpret' needs pallas_kernels\."):
             m.forward(params, pallas, tokens)

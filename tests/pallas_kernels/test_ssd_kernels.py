@@ -90,8 +90,17 @@ def test_xla_path_matches_the_model_ssd_chunked():
     assert rel_err(got[0], want[0]) < TOL and rel_err(got[1], want[1]) < TOL
 
 
-def test_xla_path_gradients_match_reference():
-    x, dt, a, b, c, starts, h0 = (jnp.asarray(v, jnp.float32) for v in make_inputs(seed=7))
+# (impl, chunk, make_inputs kwargs): the kernels' backward is the XLA path's VJP (custom_vjp)
+GRAD_CASES = [
+    ("xla", 4, {}),
+    ("interpret_tpu", 4, {}),
+    pytest.param(GPU_KERNEL_IMPL, 16, dict(t=24, p=16), marks=gpu_kernel),
+]
+
+
+@pytest.mark.parametrize("impl,chunk,kwargs", GRAD_CASES)
+def test_gradients_match_reference(impl, chunk, kwargs):
+    x, dt, a, b, c, starts, h0 = (jnp.asarray(v, jnp.float32) for v in make_inputs(seed=7, **kwargs))
     starts = starts.astype(bool)
 
     def loss(scan):
@@ -100,8 +109,8 @@ def test_xla_path_gradients_match_reference():
             return jnp.sum(y * jnp.cos(y)) + jnp.sum(state ** 2)
         return jax.grad(value, argnums=tuple(range(6)))(x, dt, a, b, c, h0)
 
-    got = loss(lambda x, dt, a, b, c, h0: ops.ssd_scan(x, dt, a, b, c, starts, chunk_size=4,
-                                                      initial_state=h0, impl="xla"))
+    got = loss(lambda x, dt, a, b, c, h0: ops.ssd_scan(x, dt, a, b, c, starts, chunk_size=chunk,
+                                                      initial_state=h0, impl=impl))
     want = loss(lambda x, dt, a, b, c, h0: reference.ssd_sequential(x, dt, a, b, c, starts, h0))
     errors = {name: rel_err(g, w) for name, g, w in zip(["x", "dt", "a", "b", "c", "h0"], got, want)}
     assert max(errors.values()) < TOL, errors
