@@ -1,4 +1,4 @@
-"""Shared machinery of the multi-process launch tests (``test_multiprocess_sft.py``, ``test_multiprocess_rl.py``).
+"""Shared machinery of the multi-process launch tests (``test_multiprocess_{sft,rl,resume}.py``).
 
 A run is ``launch.local`` for one config on 8 CPU devices in all: 1 process x 8 devices, or 2 processes x 4
 devices that start ``jax.distributed`` on localhost (gloo over TCP). The helpers start runs in their own
@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Callable, Mapping
 
 import jax
@@ -28,16 +29,23 @@ TIMEOUT_S = 420  # per launcher run; a run takes ~20-30 s on 2 idle cores, sever
 DEVICES = 8
 
 
-def start(config: str, root, processes: int, cache_dir, overrides: Mapping[str, str]) -> subprocess.Popen:
+def start(config: str, root, processes: int, cache_dir, overrides: Mapping[str, str], *,
+          log_path=None) -> subprocess.Popen:
     """``launch.local --config=<config>`` with ``overrides`` under ``root`` on ``processes`` x (8 / processes) CPU
-    devices, in its own session, with a persistent compilation cache in ``cache_dir``."""
+    devices, in its own session, with a persistent compilation cache in ``cache_dir``. Its output goes to a pipe
+    (read by :func:`finish`), or to the file ``log_path`` for a run that a test polls and kills (a pipe nobody
+    reads meanwhile could fill up and stall it)."""
     args = [sys.executable, "-m", "launch.local", f"--config={config}", f"--root_workdir={root}",
             f"--processes={processes}", f"--cpu_devices={DEVICES // processes}", "--platform=cpu",
             f"--port={portpicker.pick_unused_port()}", *(f"--override={k}={v}" for k, v in overrides.items())]
     env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    if log_path is None:
+        return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    with open(log_path, "w") as log:
+        return subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
 
 
 def finish(proc: subprocess.Popen, what: str) -> list[str]:
@@ -58,6 +66,22 @@ def kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def kill_at_first_checkpoint(proc: subprocess.Popen, checkpoint_dir, log_path) -> int:
+    """Polls ``checkpoint_dir`` until orbax has finished a checkpoint (it renames ``<step>.orbax-checkpoint-tmp``
+    to ``<step>`` when done), SIGKILLs the run started by :func:`start` (which must still be running: the
+    assertion shows its log) and returns that step."""
+    deadline, steps = time.time() + TIMEOUT_S, []
+    while time.time() < deadline and proc.poll() is None and not steps:
+        time.sleep(0.01)
+        if os.path.isdir(checkpoint_dir):
+            steps = sorted(int(name) for name in os.listdir(checkpoint_dir) if name.isdigit())
+    alive = proc.poll() is None
+    kill(proc)
+    with open(log_path) as log:
+        assert alive and steps, f"no checkpoint to kill the run at in {TIMEOUT_S} s; log tail:\n{log.read()[-6000:]}"
+    return steps[0]
 
 
 def run_one_and_two(config: str, one, two, cache_dir, overrides: Mapping[str, str]) -> tuple[list[str], list[str]]:
