@@ -1,8 +1,9 @@
 """Single-stage configs for ``tests/launch/test_multiprocess_rl.py``:
 ``--config=tests/launch/rl_stages_config.py:KIND``.
 
-KIND is ``reward_model``, ``grpo`` or ``mopd`` (the MOPD teacher of the ``if`` domain, ``rl.teachers.if``, is a
-policy checkpoint directory passed as ``--override=if_teacher=DIR``). Each is a
+KIND is ``reward_model``, ``grpo``, ``mopd`` (the MOPD teacher of the ``if`` domain, ``rl.teachers.if``, is a
+policy checkpoint directory passed as ``--override=if_teacher=DIR``) or ``rlhf`` (on ``chat`` prompts, scored by
+the reward model ``--override=rl.reward_model=DIR``). Each is a
 1-layer dense variant of the tiny model (compiles in ~2/3 of the MoE's time) on a mesh with ``fsdp`` over
 every device, 3 steps, a log line and a checkpoint every step, so every stage is small enough for a
 multi-process test on 2 CPU cores. GRPO starts from random init, whose responses never end with a stop
@@ -13,7 +14,7 @@ import ml_collections
 
 from nemocascade import configs
 
-KINDS = ("reward_model", "grpo", "mopd")
+KINDS = ("reward_model", "grpo", "mopd", "rlhf")
 
 
 def get_config(kind: str = "grpo") -> ml_collections.ConfigDict:
@@ -46,7 +47,7 @@ def get_config(kind: str = "grpo") -> ml_collections.ConfigDict:
         config.seed = 1
         config.if_teacher = "REQUIRED: a policy checkpoint dir"
         rl["teachers"] = ml_collections.ConfigDict({"if": config.get_ref("if_teacher")})
-    stage = configs.tiny_rl_stage(kind, domains=("if",), **rl)
+    stage = configs.tiny_rl_stage(kind, domains=("chat",) if kind == "rlhf" else ("if",), **rl)
     for key, value in stage.items():
         if key not in ("kind", "init_from"):
             config[key] = value

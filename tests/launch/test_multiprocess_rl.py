@@ -10,6 +10,7 @@ twice at once: A = 1 process x 8 devices, B = 2 processes x 4 devices (``jax.dis
   processes) are gathered to every process, which scores them on the host; the KL reference log-probs are
   gathered the same way; then the one jitted step on the global batch.
 * ``mopd`` (the same RL driver) with A's GRPO checkpoint as the ``if`` teacher: the teacher log-probs are gathered.
+* ``rlhf`` (KL 0.03) with A's reward model: the reward model scores the rollouts on the mesh, gathered.
 
 Checks per stage: A and B log the same metrics (``metrics.jsonl``, written by process 0 only; rtol 1e-5, atol
 1e-6 for values that are float noise around 0, e.g. a mean advantage of ~1e-8), the same evaluation
@@ -17,9 +18,10 @@ Checks per stage: A and B log the same metrics (``metrics.jsonl``, written by pr
 reduces across processes in another order than the in-process reductions, hence not bit for bit); progress
 lines come from process 0 only; every process saved its data-iterator state with each checkpoint (orbax, all
 processes), at the position of the 1-process run. The stages really train: the reward model's loss goes down,
-GRPO has a step with non-zero rewards and gradient and a non-zero KL, MOPD a non-zero teacher gap.
-Measured (2 busy cores): params max |A - B| 2.8e-7 (reward model), 3.7e-9 (GRPO), 1.4e-6 (MOPD); metrics within
-3e-6 relative; ~95 s for the file (each A+B pair 20-40 s).
+GRPO has a step with non-zero rewards and gradient and a non-zero KL, MOPD a non-zero teacher gap, RLHF
+non-zero gradients and KL.
+Measured (2 busy cores): params max |A - B| 2.8e-7 (reward model), 3.7e-9 (GRPO), 1.4e-6 (MOPD), 1.2e-7 (RLHF);
+metrics within 3e-6 relative; ~140 s for the file (each A+B pair 20-45 s).
 """
 import json
 import time
@@ -68,13 +70,19 @@ def _run_stage(tmp_path, kind: str, overrides=None, init_params=model_lib.init_p
     return metrics_two, evals, dir_one
 
 
-def test_reward_model_two_processes_train_like_one(tmp_path):
-    metrics, evals, _ = _run_stage(tmp_path, "reward_model", init_params=rm.init_reward_params)
+def test_reward_model_and_rlhf_two_processes_train_like_one(tmp_path):
+    metrics, evals, reward_model_one = _run_stage(tmp_path / "rm", "reward_model", init_params=rm.init_reward_params)
     assert metrics[-1]["loss"] < metrics[0]["loss"]  # it trains
     one, two = evals[0]["reward_model"], evals[1]["reward_model"]
     assert one["num_pairs"] == two["num_pairs"] == 16
     assert one["pairwise_accuracy"] == two["pairwise_accuracy"]
     assert two["margin_mean"] == pytest.approx(one["margin_mean"], rel=METRICS_RTOL, abs=METRICS_ATOL)
+
+    # RLHF scored by A's reward model (its scores of the rollouts, split over both processes, are gathered).
+    overrides = {"rl.reward_model": str(reward_model_one / "checkpoints"), "rl.kl_coef": "0.03"}
+    metrics, evals, _ = _run_stage(tmp_path / "rlhf", "rlhf", overrides)
+    assert evals[0] == evals[1]
+    assert all(m["grad_norm"] > 0 for m in metrics) and metrics[-1]["kl"] > 0
 
 
 def test_grpo_and_mopd_two_processes_train_like_one(tmp_path):
