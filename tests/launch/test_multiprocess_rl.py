@@ -1,4 +1,4 @@
-"""Multi-host reward-model, GRPO and MOPD stages: 2 local processes x 4 CPU devices train like 1 process x 8.
+"""Multi-host reward-model, GRPO, MOPD and RLHF stages: 2 local processes x 4 CPU devices train like 1 x 8.
 
 ``launch.local`` runs ``tests/launch/rl_stages_config.py:<kind>`` (a 1-layer dense tiny model, 3 steps, a log
 line and a checkpoint every step, ``fsdp`` over all 8 devices so every parameter is split across both processes)
