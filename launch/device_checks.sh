@@ -2,7 +2,8 @@
 # The GPU checks of one lent-GPU call, prepared to fit its budget: the step limits add up to 525 s.
 #
 #   bash launch/device_checks.sh            # on the GPU machine (device tool: timeout_s=560)
-#   bash launch/device_checks.sh --smoke    # the same steps on a CPU host: interpreter, CPU sizes
+#   bash launch/device_checks.sh --smoke    # the steps' plumbing on a CPU host: CPU sizes, and the kernel
+#                                           # tests only collected (the CI suite runs them interpreted)
 #
 # Each step runs under its own time limit and writes <step>.txt into $OUT (default /tmp/device_checks),
 # plus summary.txt with each step's exit status and seconds, so one step failing or timing out still
@@ -31,11 +32,13 @@ export PYTHONUNBUFFERED=1
 if [[ $SMOKE == 1 ]]; then
   export JAX_PLATFORMS=cpu
   KERNEL_TESTS=interpret
+  KERNEL_TEST_MODE=(--collect-only)
   BENCH_SIZE=(--small)
   ROLLOUT_ARGS=(--config=tiny --batches=1,4 --prompt=8 --new=8)
 else
   export JAX_PLATFORMS=cuda
   KERNEL_TESTS=gpu
+  KERNEL_TEST_MODE=()
   BENCH_SIZE=()
   ROLLOUT_ARGS=()
 fi
@@ -56,7 +59,7 @@ date -u "+%F %T UTC" > "$OUT/summary.txt"
 step env 30 bash -c "{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv \
   || echo 'no nvidia-smi'; } && $PY -c 'import sys, jax, jaxlib, flax; print(sys.version.split()[0], \
   \"jax\", jax.__version__, \"jaxlib\", jaxlib.__version__, \"flax\", flax.__version__); print(jax.devices())'"
-step kernels 120 env NEMOCASCADE_KERNEL_TESTS=$KERNEL_TESTS "$PY" -m pytest -q -m gpu_kernel tests/pallas_kernels
+step kernels 120 env NEMOCASCADE_KERNEL_TESTS=$KERNEL_TESTS "$PY" -m pytest -q "${KERNEL_TEST_MODE[@]}" -m gpu_kernel tests/pallas_kernels
 step gmm 90 "$PY" -m pallas_kernels.bench --ops=gmm,routing "${BENCH_SIZE[@]}"
 step attention 120 "$PY" -m pallas_kernels.bench --ops=attention,decode "${BENCH_SIZE[@]}"
 step ssd 45 "$PY" -m pallas_kernels.bench --ops=ssd "${BENCH_SIZE[@]}"
