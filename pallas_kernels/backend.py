@@ -7,6 +7,7 @@ Impls: "auto" (the Pallas kernel of the default backend, else XLA), "xla", "gpu"
 from typing import Literal, get_args
 
 import jax
+import jax.numpy as jnp
 
 Impl = Literal["auto", "xla", "gpu", "tpu", "interpret", "interpret_tpu"]
 IMPLS = get_args(Impl)
@@ -23,3 +24,12 @@ def resolve_impl(impl: str) -> str:
         raise ValueError(f"impl={impl!r} needs a {impl} backend, but the default backend is "
                          f"{backend!r}; use impl='xla', 'interpret' or 'interpret_tpu'")
     return impl
+
+
+def dot_precision(*operands) -> jax.lax.Precision | None:
+    """The precision of an in-kernel dot of ``operands``: HIGHEST when one is float32, else None (native MMA).
+
+    Pallas' Triton lowering runs a float32 dot at DEFAULT precision as TF32 (~1e-3 relative error); HIGHEST
+    makes it IEEE float32 there (and full float32 passes on TPU). bfloat16 operands keep the bf16 MMA.
+    """
+    return jax.lax.Precision.HIGHEST if any(x.dtype == jnp.float32 for x in operands) else None

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from pallas_kernels.backend import dot_precision
+
 # Finite "minus infinity": m_prev - m_new stays finite (exp -> 0 or 1, never NaN).
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
@@ -23,13 +25,13 @@ _NN = (((1,), (0,)), ((), ()))  # a @ b
 
 
 def dot_nt(a: jax.Array, b: jax.Array) -> jax.Array:
-    """a [M, K] @ b[N, K].T -> [M, N] float32."""
-    return lax.dot_general(a, b, _NT, preferred_element_type=jnp.float32)
+    """a [M, K] @ b[N, K].T -> [M, N] float32 (IEEE float32 products for float32 inputs, not TF32)."""
+    return lax.dot_general(a, b, _NT, precision=dot_precision(a, b), preferred_element_type=jnp.float32)
 
 
 def dot_nn(a: jax.Array, b: jax.Array) -> jax.Array:
-    """a [M, K] @ b [K, N] -> [M, N] float32."""
-    return lax.dot_general(a, b, _NN, preferred_element_type=jnp.float32)
+    """a [M, K] @ b [K, N] -> [M, N] float32 (IEEE float32 products for float32 inputs, not TF32)."""
+    return lax.dot_general(a, b, _NN, precision=dot_precision(a, b), preferred_element_type=jnp.float32)
 
 
 def attend_mask(q_pos, k_pos, q_seg, k_seg, *, causal: bool) -> jax.Array:

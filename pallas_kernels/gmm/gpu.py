@@ -18,12 +18,13 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from pallas_kernels.backend import dot_precision
 from pallas_kernels.gmm import metadata
 
 
 def _contract(a: jax.Array, b: jax.Array, a_dim: int, b_dim: int) -> jax.Array:
-    """2-D dot contracting a's dim a_dim with b's dim b_dim, f32 result (IEEE for f32 inputs)."""
-    return jax.lax.dot_general(a, b, (((a_dim,), (b_dim,)), ((), ())),
+    """2-D dot contracting a's dim a_dim with b's dim b_dim, f32 result (IEEE for f32 inputs, not TF32)."""
+    return jax.lax.dot_general(a, b, (((a_dim,), (b_dim,)), ((), ())), precision=dot_precision(a, b),
                                preferred_element_type=jnp.float32)
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
+from pallas_kernels.backend import dot_precision
 from pallas_kernels.gmm import metadata
 
 
@@ -54,7 +55,8 @@ def _gmm_kernel(starts_ref, ends_ref, group_ids_ref, tile_ids_ref, lhs_ref, rhs_
         a = _mask_k_remainder(lhs_ref[...], k_step, k=k, tk=tk, axis=1)
         b = _mask_k_remainder(rhs_ref[...], k_step, k=k, tk=tk, axis=1 if transpose_rhs else 0)
         dims = (((1,), (1 if transpose_rhs else 0,)), ((), ()))
-        acc_ref[...] += jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+        acc_ref[...] += jax.lax.dot_general(a, b, dims, precision=dot_precision(a, b),
+                                            preferred_element_type=jnp.float32)
 
     @pl.when(k_step == pl.num_programs(2) - 1)
     def _store():
@@ -134,7 +136,7 @@ def _tgmm_kernel(starts_ref, ends_ref, group_ids_ref, tile_ids_ref, lhs_ref, rhs
                       lhs_tile, jnp.zeros_like(lhs_tile))
         b = jnp.where(_rows_of_group(starts_ref, ends_ref, group, tile, rhs_tile.shape, tm),
                       rhs_tile, jnp.zeros_like(rhs_tile))
-        acc_ref[...] += jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())),
+        acc_ref[...] += jax.lax.dot_general(a, b, (((0,), (0,)), ((), ())), precision=dot_precision(a, b),
                                             preferred_element_type=jnp.float32)
 
     @pl.when((item == num_items - 1) | (group != next_group))

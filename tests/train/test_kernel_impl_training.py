@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxpr_testing import all_eqns
 from nemocascade import model as model_lib
 from nemocascade.stages.sft import make_sft_loss
 from nemocascade.train import create_train_state, make_train_step
@@ -48,27 +49,14 @@ def _train(kernel_impl: str):
     return np.array(losses), jax.tree.map(np.asarray, state.params)
 
 
-def _pallas_call_names(jaxpr) -> list[str]:
-    """Names of the pallas_calls in a jaxpr, its sub-jaxprs (jit, custom_vjp, ...) included."""
-    names = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "pallas_call":
-            names.append(str(eqn.params["name"]))
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (list, tuple)) else [value]:
-                sub = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
-                if hasattr(sub, "eqns"):
-                    names.extend(_pallas_call_names(sub))
-    return names
-
-
 def test_the_kernel_path_runs_every_kernel():
     """Guards the comparison below against a silent fallback to XLA."""
     cfg = CFG.replace(kernel_impl="interpret")
     params = model_lib.init_params(cfg, jax.random.PRNGKey(0))
     batch = jax.tree.map(jnp.asarray, next(_batches()))
     grad_jaxpr = jax.make_jaxpr(jax.grad(lambda p: make_sft_loss(cfg)(p, batch, None)[0]))(params)
-    assert set(_pallas_call_names(grad_jaxpr.jaxpr)) == {
+    names = {str(eqn.params["name"]) for eqn in all_eqns(grad_jaxpr) if eqn.primitive.name == "pallas_call"}
+    assert names == {
         "flash_attention_fwd", "flash_attention_dq", "flash_attention_dkdv", "gmm_gpu", "tgmm_gpu", "ssd_scan"}
 
 
