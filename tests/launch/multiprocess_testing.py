@@ -1,4 +1,4 @@
-"""Shared machinery of the multi-process launch tests (``test_multiprocess_{sft,rl,resume}.py``).
+"""Shared machinery of the multi-process launch tests (``test_multiprocess_{sft,rl,cascade}.py``).
 
 A run is ``launch.local`` for one config on 8 CPU devices in all: 1 process x 8 devices, or 2 processes x 4
 devices that start ``jax.distributed`` on localhost (gloo over TCP). The helpers start runs in their own
@@ -71,7 +71,7 @@ def kill(proc: subprocess.Popen) -> None:
 def kill_at_first_checkpoint(proc: subprocess.Popen, checkpoint_dir, log_path) -> int:
     """Polls ``checkpoint_dir`` until orbax has finished a checkpoint (it renames ``<step>.orbax-checkpoint-tmp``
     to ``<step>`` when done), SIGKILLs the run started by :func:`start` (which must still be running: the
-    assertion shows its log) and returns that step."""
+    assertion shows its log) and returns the latest finished step."""
     deadline, steps = time.time() + TIMEOUT_S, []
     while time.time() < deadline and proc.poll() is None and not steps:
         time.sleep(0.01)
@@ -81,7 +81,7 @@ def kill_at_first_checkpoint(proc: subprocess.Popen, checkpoint_dir, log_path) -
     kill(proc)
     with open(log_path) as log:
         assert alive and steps, f"no checkpoint to kill the run at in {TIMEOUT_S} s; log tail:\n{log.read()[-6000:]}"
-    return steps[0]
+    return max(int(name) for name in os.listdir(checkpoint_dir) if name.isdigit())
 
 
 def run_one_and_two(config: str, one, two, cache_dir, overrides: Mapping[str, str]) -> tuple[list[str], list[str]]:

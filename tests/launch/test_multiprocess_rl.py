@@ -1,4 +1,4 @@
-"""Multi-host reward-model, GRPO, MOPD and RLHF stages: 2 local processes x 4 CPU devices train like 1 x 8.
+"""Multi-host reward-model, GRPO, MOPD and RLHF stages: 2 processes x 4 CPU devices train like 1 x 8, resume exactly.
 
 ``launch.local`` runs ``tests/launch/rl_stages_config.py:<kind>`` (a 1-layer dense tiny model, 3 steps, a log
 line and a checkpoint every step, ``fsdp`` over all 8 devices so every parameter is split across both processes)
@@ -11,6 +11,9 @@ twice at once: A = 1 process x 8 devices, B = 2 processes x 4 devices (``jax.dis
   gathered the same way; then the one jitted step on the global batch.
 * ``mopd`` (the same RL driver) with A's GRPO checkpoint as the ``if`` teacher: the teacher log-probs are gathered.
 * ``rlhf`` (KL 0.03) with A's reward model: the reward model scores the rollouts on the mesh, gathered.
+* exact resume: GRPO again as 2 x 4, SIGKILLed as soon as its first checkpoint is finished and launched again
+  on its workdir; every process restores its shards and its data-iterator position, the relaunch logs only
+  the later steps and ends with B's ``metrics.jsonl`` and ``eval.json`` and B's params bit for bit.
 
 Checks per stage: A and B log the same metrics (``metrics.jsonl``, written by process 0 only; rtol 1e-5, atol
 1e-6 for values that are float noise around 0, e.g. a mean advantage of ~1e-8), the same evaluation
@@ -21,11 +24,12 @@ processes), at the position of the 1-process run. The stages really train: the r
 GRPO has a step with non-zero rewards and gradient and a non-zero KL, MOPD a non-zero teacher gap, RLHF
 non-zero gradients and KL.
 Measured (2 busy cores): params max |A - B| 2.8e-7 (reward model), 3.7e-9 (GRPO), 1.4e-6 (MOPD), 1.2e-7 (RLHF);
-metrics within 3e-6 relative; ~140 s for the file (each A+B pair 20-45 s).
+metrics within 3e-6 relative; ~170 s for the file on 2 idle cores (each A+B pair 20-45 s, the kill and resume ~30 s).
 """
 import json
 import time
 
+import numpy as np
 import pytest
 
 import multiprocess_testing as mp
@@ -85,11 +89,36 @@ def test_reward_model_and_rlhf_two_processes_train_like_one(tmp_path):
     assert all(m["grad_norm"] > 0 for m in metrics) and metrics[-1]["kl"] > 0
 
 
-def test_grpo_and_mopd_two_processes_train_like_one(tmp_path):
-    metrics, evals, grpo_one = _run_stage(tmp_path / "grpo", "grpo", {"rl.kl_coef": "0.1"})
+def _kill_and_resume(tmp_path, kind: str, overrides, straight_root) -> None:
+    """Runs ``kind`` as 2 x 4 again, SIGKILLs it at its first checkpoint, relaunches it on the same workdir and
+    checks that it resumed there and ended like the uninterrupted 2 x 4 run under ``straight_root``: the same
+    ``metrics.jsonl`` and ``eval.json``, bit-identical final params."""
+    root, log = tmp_path / "killed", tmp_path / "killed.log"
+    workdir, straight = _workdir(root, kind), _workdir(straight_root, kind)
+    interrupted_at = mp.kill_at_first_checkpoint(
+        mp.start(f"{CONFIG}:{kind}", root, 2, tmp_path / "jax_cache", overrides, log_path=log),
+        workdir / "checkpoints", log)
+    assert 0 < interrupted_at < STEPS
+    out = mp.finish(mp.start(f"{CONFIG}:{kind}", root, 2, tmp_path / "jax_cache", overrides),
+                    f"{kind}: the resumed 2-process run")
+    assert f"[p0] [{kind}] resuming from the checkpoint of step {interrupted_at} in {workdir / 'checkpoints'}" in out
+    resumed = [int(line.split()[3].split("/")[0]) for line in mp.progress_lines(out, "[p0] ", kind)]
+    assert resumed == list(range(interrupted_at + 1, STEPS + 1))
+    for name in ("metrics.jsonl", "eval.json"):
+        assert (workdir / name).read_text() == (straight / name).read_text(), name
+    params, straight_params = (mp.final_params(d / "checkpoints") for d in (workdir, straight))
+    for key, value in straight_params.items():
+        np.testing.assert_array_equal(params[key], value, err_msg=key)
+
+
+def test_grpo_and_mopd_two_processes_train_like_one_and_resume_exactly(tmp_path):
+    overrides = {"rl.kl_coef": "0.1"}
+    metrics, evals, grpo_one = _run_stage(tmp_path / "grpo", "grpo", overrides)
     assert evals[0] == evals[1] and evals[1]["if"]["num_examples"] == 8
     assert any(m["reward"] > 0 and m["grad_norm"] > 0 for m in metrics)  # some rollouts earn a reward
     assert metrics[-1]["kl"] > 0  # the policy moved away from the frozen reference
+    # Exact resume on 2 processes (the frozen KL reference is rebuilt from the stage's start).
+    _kill_and_resume(tmp_path / "grpo", "grpo", overrides, tmp_path / "grpo" / "two")
 
     teacher = grpo_one / "checkpoints"
     metrics, evals, _ = _run_stage(tmp_path / "mopd", "mopd", {"if_teacher": str(teacher)})
