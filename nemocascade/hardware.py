@@ -1,8 +1,7 @@
-"""Peak dense bf16 FLOP/s and HBM bandwidth per accelerator kind, for MFU and roofline fractions.
+"""Peak dense bf16 FLOP/s and HBM bandwidth per device, for MFU and roofline fractions.
 
-Vendor figures (dense, no sparsity): H100 SXM 989 TFLOP/s and 3.35 TB/s; H200 989 TFLOP/s and
-4.8 TB/s; TPU v5p 459 TFLOP/s and 2.76 TB/s; TPU v6e 918 TFLOP/s and 1.64 TB/s; TPU v5e 197 TFLOP/s
-and 0.82 TB/s; TPU v4 275 TFLOP/s and 1.2 TB/s. CPUs have no entry (MFU is not reported there).
+The vendor figures live in one table, `pallas_kernels.device_peaks` (shared with the kernel
+benches); CPUs have no entry, so MFU is not reported there.
 
 ``TOPOLOGIES``: named slices / nodes (device count and HBM per device) for the memory planner
 (``python -m nemocascade.plan``).
@@ -11,41 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-
-_PEAKS = (  # (substring of device_kind, lowercase) -> (bf16 FLOP/s, HBM bytes/s)
-    ("h200", (989e12, 4.8e12)),
-    ("h100", (989e12, 3.35e12)),
-    ("v5p", (459e12, 2.76e12)),
-    ("v6", (918e12, 1.64e12)),
-    ("v5 lite", (197e12, 0.82e12)),
-    ("v5e", (197e12, 0.82e12)),
-    ("v4", (275e12, 1.2e12)),
-)
-
-
-def _lookup_kind(kind: str) -> tuple[float, float] | None:
-    kind = kind.lower()
-    for key, value in _PEAKS:
-        if key in kind:
-            return value
-    return None
-
-
-def _lookup(device) -> tuple[float, float] | None:
-    return _lookup_kind(getattr(device, "device_kind", ""))
+from pallas_kernels import device_peaks
 
 
 def peak_flops(device=None) -> float | None:
     """Peak dense bf16 FLOP/s of one device (default: the first device), None if unknown (e.g. CPU)."""
-    found = _lookup(device or jax.devices()[0])
-    return found[0] if found else None
+    tflops = device_peaks.peak_tflops("bfloat16", device)
+    return None if tflops is None else tflops * 1e12
 
 
 def peak_bandwidth(device=None) -> float | None:
     """HBM bytes/s of one device, None if unknown."""
-    found = _lookup(device or jax.devices()[0])
-    return found[1] if found else None
+    gbps = device_peaks.peak_gbps(device)
+    return None if gbps is None else gbps * 1e9
 
 
 def mesh_peak_flops(mesh) -> float | None:
@@ -60,10 +37,10 @@ class Topology:
 
     Attributes:
       name: e.g. ``"v5p-64"``.
-      device_kind: the ``jax.Device.device_kind`` style name (picks the peak from the table above).
+      device_kind: the ``jax.Device.device_kind`` style name (picks the peak from `device_peaks`).
       num_devices: JAX devices (TPU v4/v5p: one device per chip, a megacore of 2 TensorCores).
       hbm_bytes: HBM per device in bytes (vendor figure, decimal GB).
-      peak: dense bf16 FLOP/s per device; None = from the device-kind table above.
+      peak: dense bf16 FLOP/s per device; None = from `device_peaks` by device_kind.
     """
 
     name: str
@@ -77,8 +54,8 @@ class Topology:
         """Dense bf16 FLOP/s of one device, None if unknown."""
         if self.peak is not None:
             return self.peak
-        found = _lookup_kind(self.device_kind)
-        return found[0] if found else None
+        tflops = device_peaks.kind_peak_tflops(self.device_kind, "bfloat16")
+        return None if tflops is None else tflops * 1e12
 
 
 # HBM per device and the slice sizes. Sources: cloud.google.com/tpu/docs/v5p (95 GB HBM2e per chip; the

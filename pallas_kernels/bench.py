@@ -56,11 +56,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     ops = _parse_ops(parser, args.ops)
 
-    from pallas_kernels.gmm import timing  # the shared bench helpers
+    from pallas_kernels import device_peaks, timing  # the shared bench helpers
 
     device = jax.devices()[0]
     print(f"device: {device.device_kind} ({jax.default_backend()}); peak TFLOP/s "
-          f"{timing.peak_tflops(args.dtype)}, peak GB/s {timing.peak_gbps()}; dtype {args.dtype}")
+          f"{device_peaks.peak_tflops(args.dtype)}, peak GB/s {device_peaks.peak_gbps()}; dtype {args.dtype}")
     rows = []
     for op in ops:
         run = load_run(op)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from nemocascade.hf.mapping import (COPY, LINEAR, LINEAR_FROM_HEADS, RUNTIME_FIELDS, Family, Rule, check_fixed_values,
+from nemocascade.hf.mapping import (COPY, LINEAR, LINEAR_FROM_HEADS, Family, Rule, check_fixed_values,
                                     check_hf_keys, check_writable, table_rules)
 from nemocascade.model.config import ModelConfig
 

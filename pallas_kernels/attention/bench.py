@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels.attention import ops
-from pallas_kernels.gmm import timing
+from pallas_kernels import device_peaks, timing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,33 +74,6 @@ ACCELERATOR_SIZES = ("nano30b_4k", "nano30b_8k", "nano30b_16k", "nano30b_32k")
 ACCELERATOR_DECODE_SIZES = ("nano30b_b64_s8k", "nano30b_b256_s8k", "nano30b_b32_s32k")
 CPU_SIZES = ("small",)
 _FWD_BWD_FACTOR = 3.5
-
-
-def _rel_err(got, want) -> float:
-    """||got - want|| / ||want|| over all leaves, in float64."""
-    pairs = [(np.asarray(g, np.float64), np.asarray(w, np.float64))
-             for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want))]
-    num = sum(float(np.sum((g - w) ** 2)) for g, w in pairs)
-    den = sum(float(np.sum(w ** 2)) for _, w in pairs)
-    return float(np.sqrt(num / max(den, 1e-30)))
-
-
-def _measure(row: dict, fn, args, want, flops: float, peak: float | None, num_bytes: float | None = None):
-    """Fills row's timing columns from fn(*args) (or a failure note); peak is TFLOP/s, or GB/s with num_bytes."""
-    try:
-        row["rel_err_vs_xla"] = _rel_err(fn(*args), want)
-        seconds = timing.median_seconds(fn, *args)
-    except Exception as err:  # noqa: BLE001 - a peer that cannot run this shape says why
-        row["note"] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}"
-        return row
-    row["time_ms"] = seconds * 1e3
-    row["tflops"] = flops / seconds / 1e12
-    if num_bytes is None:
-        row["peak_frac"] = None if peak is None else row["tflops"] / peak
-    else:
-        row["gbps"] = num_bytes / seconds / 1e9
-        row["peak_frac"] = None if peak is None else row["gbps"] / peak
-    return row
 
 
 def _resolve_sizes(sizes, table: dict, accelerator_default: tuple) -> list[tuple[str, object]]:
@@ -160,7 +133,7 @@ def run(sizes=None, dtype: str = "bfloat16") -> list[dict]:
     "small" on CPU.
     """
     backend = jax.default_backend()
-    peak = timing.peak_tflops(dtype)
+    peak = device_peaks.peak_tflops(dtype)
     rows = []
     for name, size in _resolve_sizes(sizes, SIZES, ACCELERATOR_SIZES):
         keys = jax.random.split(jax.random.key(0), 3)
@@ -178,7 +151,7 @@ def run(sizes=None, dtype: str = "bfloat16") -> list[dict]:
                 row = dict(op=f"attention {pass_name}", size=f"{name} {size}", impl=impl, time_ms=None,
                            tflops=None, peak_frac=None, rel_err_vs_xla=None, note=note)
                 rows.append(row if attend is None else
-                            _measure(row, make_fn(attend), args, want, flops, peak))
+                            timing.measure(row, make_fn(attend), args, want=want, flops=flops, peak=peak))
     return rows
 
 
@@ -219,7 +192,7 @@ def run_decode(sizes=None, dtype: str = "bfloat16") -> list[dict]:
     accelerator, "small" on CPU.
     """
     backend = jax.default_backend()
-    peak = timing.peak_gbps()
+    peak = device_peaks.peak_gbps()
     rows = []
     for name, size in _resolve_sizes(sizes, DECODE_SIZES, ACCELERATOR_DECODE_SIZES):
         keys = jax.random.split(jax.random.key(0), 4)
@@ -238,7 +211,8 @@ def run_decode(sizes=None, dtype: str = "bfloat16") -> list[dict]:
             row = dict(op="decode", size=f"{name} {size}", impl=impl, time_ms=None, tflops=None,
                        gbps=None, peak_frac=None, rel_err_vs_xla=None, note=note)
             rows.append(row if attend is None else
-                        _measure(row, jax.jit(attend), args, want, flops, peak, cache_bytes))
+                        timing.measure(row, jax.jit(attend), args, want=want, flops=flops,
+                                       num_bytes=cache_bytes, peak=peak))
     return rows
 
 

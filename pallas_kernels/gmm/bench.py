@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pallas_kernels.gmm import gpu, ops, timing
+from pallas_kernels import device_peaks, timing
+from pallas_kernels.gmm import gpu, ops
 
 # name -> (M rows = tokens * top_k, K, N, E experts).
 SIZES = {
@@ -96,14 +97,6 @@ def _ours(op: str, impl: str, tiling=None):
                                     transpose_rhs=op == "gmm_transposed_rhs")
 
 
-def _rel_err(got, want) -> float:
-    got = [np.asarray(x, np.float32) for x in jax.tree.leaves(got)]
-    want = [np.asarray(x, np.float32) for x in jax.tree.leaves(want)]
-    num = sum(float(np.sum((g.astype(np.float64) - w) ** 2)) for g, w in zip(got, want))
-    den = sum(float(np.sum(w.astype(np.float64) ** 2)) for w in want)
-    return float(np.sqrt(num / max(den, 1e-30)))
-
-
 def run(sizes=None, dtype: str = "bfloat16") -> list[dict]:
     """Benchmark rows for every op and size.
 
@@ -117,7 +110,7 @@ def run(sizes=None, dtype: str = "bfloat16") -> list[dict]:
     backend = jax.default_backend()
     if sizes is None:
         sizes = ACCELERATOR_SIZES if backend in ("gpu", "tpu") else CPU_SIZES
-    peak = timing.peak_tflops(dtype)
+    peak = device_peaks.peak_tflops(dtype)
     rows = []
     for size in sizes:
         name, (m, k, n, e) = (size, SIZES[size]) if isinstance(size, str) else (str(size), size)
@@ -143,15 +136,7 @@ def run(sizes=None, dtype: str = "bfloat16") -> list[dict]:
                 if fn is None:
                     row["note"] = f"n/a on {backend}"
                 else:
-                    try:
-                        row["rel_err_vs_xla"] = _rel_err(fn(*operands), want)
-                        seconds = timing.median_seconds(fn, *operands)
-                    except Exception as err:  # a peer that cannot run this shape: say why
-                        row["note"] = f"failed: {type(err).__name__}: {str(err)[:120]}"
-                    else:
-                        row["time_ms"] = seconds * 1e3
-                        row["tflops"] = flops / seconds / 1e12
-                        row["peak_frac"] = None if peak is None else row["tflops"] / peak
+                    timing.measure(row, fn, operands, want=want, flops=flops, peak=peak)
                 rows.append(row)
     return rows
 

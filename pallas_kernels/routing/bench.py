@@ -11,7 +11,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.gmm import timing
+from pallas_kernels import device_peaks, timing
 from pallas_kernels.routing import ops
 
 # name -> (T tokens, D hidden, E experts, k).
@@ -101,16 +101,15 @@ def run(sizes=None, dtype: str = "bfloat16") -> list[dict]:
     backend = jax.default_backend()
     if sizes is None:
         sizes = ("nano30b",) if backend in ("gpu", "tpu") else ("cpu_small",)
-    peak = timing.peak_gbps()
+    peak = device_peaks.peak_gbps()
     rows = []
     for size in sizes:
         name, (t, d, e, k) = (size, SIZES[size]) if isinstance(size, str) else (str(size), size)
         for op, impl, fn, args, num_bytes in _cases(t, d, e, k, jnp.dtype(dtype)):
-            seconds = timing.median_seconds(fn, *args, calls_per_sample=10)
-            gbps = num_bytes / seconds / 1e9
-            rows.append(dict(op=op, size=f"{name} T={t} D={d} E={e} k={k}", impl=impl,
-                             time_ms=seconds * 1e3, gbps=gbps,
-                             peak_frac=None if peak is None else gbps / peak, note=""))
+            row = dict(op=op, size=f"{name} T={t} D={d} E={e} k={k}", impl=impl, time_ms=None,
+                       gbps=None, peak_frac=None, note="")
+            rows.append(timing.measure(row, fn, args, num_bytes=num_bytes, peak=peak,
+                                       calls_per_sample=10))
     return rows
 
 

@@ -16,13 +16,11 @@ Not wired into `python -m pallas_kernels.bench` (that file belongs to another ch
 """
 import argparse
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from pallas_kernels.gmm import timing
+from pallas_kernels import device_peaks, timing
 from pallas_kernels.ssd import ops, reference
 
 
@@ -73,13 +71,6 @@ def _inputs(size: SsdSize, dtype):
     return x, dt, a, b, c, starts, h0
 
 
-def _rel_err(got, want) -> float:
-    num = sum(float(np.sum((np.asarray(g, np.float64) - np.asarray(w, np.float64)) ** 2))
-              for g, w in zip(got, want))
-    den = sum(float(np.sum(np.asarray(w, np.float64) ** 2)) for w in want)
-    return float(np.sqrt(num / max(den, 1e-30)))
-
-
 def _candidates(size: SsdSize, backend: str):
     """(impl, fn(x, dt, a, b, c, starts, h0) -> (y, state) or None, note)."""
     def scan(impl):
@@ -100,7 +91,7 @@ def run(sizes=None, dtype: str = "bfloat16") -> list[dict]:
     backend = jax.default_backend()
     if sizes is None:
         sizes = ACCELERATOR_SIZES if backend in ("gpu", "tpu") else CPU_SIZES
-    peak = timing.peak_tflops(dtype)
+    peak = device_peaks.peak_tflops(dtype)
     rows = []
     for name, size in [(s, SIZES[s]) if isinstance(s, str) else (str(s), s) for s in sizes]:
         args = _inputs(size, dtype)
@@ -109,18 +100,9 @@ def run(sizes=None, dtype: str = "bfloat16") -> list[dict]:
         for impl, fn, note in candidates:
             row = dict(op="ssd scan", size=f"{name} {size}", impl=impl, time_ms=None, tflops=None,
                        peak_frac=None, rel_err_vs_ref=None, note=note)
-            rows.append(row)
-            if fn is None:
-                continue
-            try:
-                row["rel_err_vs_ref"] = _rel_err(fn(*args), want)
-                seconds = timing.median_seconds(fn, *args)
-            except Exception as err:  # noqa: BLE001 - a row that cannot run says why
-                row["note"] = f"failed: {type(err).__name__}: {str(err)[:120]}"
-                continue
-            row["time_ms"] = seconds * 1e3
-            row["tflops"] = size.flops() / seconds / 1e12
-            row["peak_frac"] = None if peak is None else row["tflops"] / peak
+            rows.append(row if fn is None else
+                        timing.measure(row, fn, args, want=want, err_key="rel_err_vs_ref",
+                                       flops=size.flops(), peak=peak))
     return rows
 
 

@@ -224,7 +224,9 @@ def test_remat_policies_give_the_same_gradients():
     reference = grads(CFG)
     for policy in ("full", "dots"):
         for a, b in zip(jax.tree.leaves(grads(CFG.replace(remat=policy))), jax.tree.leaves(reference)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=policy)
+            # Recomputed activations may be fused and rounded differently (jax 0.11: up to 7e-7 on
+            # leaves of scale ~2), so the absolute slack scales with the leaf; a wrong residual is O(scale).
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))), err_msg=policy)
 
 
 def test_bfloat16_compute_stays_close_to_float32_and_router_bias_stays_float32():

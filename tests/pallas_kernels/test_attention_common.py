@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.attention import reference
+from kernel_lowering import lower_text
 
 
 def rel_err(got, want) -> float:
@@ -106,9 +107,7 @@ def lower_for_platform(monkeypatch, impl: str, platform: str) -> tuple[str, str]
             return jnp.sum(out.astype(jnp.float32))
         return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
 
-    def lower(fn, *args):
-        return jax.jit(fn).trace(*args).lower(lowering_platforms=(platform,)).as_text()
-
-    return (lower(flash_fwd_bwd, q, kv, kv, seg),
-            lower(lambda *args: ops.decode_attention(*args),  # a fresh function: no stale trace cache
-                  jax.ShapeDtypeStruct((1, 1, 4, 128), jnp.bfloat16), kv, kv, lengths))
+    return (lower_text(flash_fwd_bwd, q, kv, kv, seg, platform=platform),
+            lower_text(lambda *args: ops.decode_attention(*args),  # a fresh function: no stale trace cache
+                       jax.ShapeDtypeStruct((1, 1, 4, 128), jnp.bfloat16), kv, kv, lengths,
+                       platform=platform))

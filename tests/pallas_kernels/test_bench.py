@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from pallas_kernels import bench
@@ -50,3 +52,25 @@ def test_runs_as_a_module():
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr
     assert "decode" in result.stdout and "pallas-xla" in result.stdout
+
+
+def test_measure_fills_a_row_prints_it_and_turns_a_failure_into_a_note(capsys):
+    from pallas_kernels import timing
+
+    x = jnp.arange(6, dtype=jnp.float32)
+    row = timing.measure(dict(op="double", impl="ok", note=""), jax.jit(lambda v: 2 * v), (x,),
+                         want=2.5 * x, flops=6.0, num_bytes=48.0, peak=100.0, samples=2)
+    assert row["rel_err_vs_xla"] == pytest.approx(0.2)  # ||2x - 2.5x|| / ||2.5x||
+    assert row["time_ms"] > 0 and row["gbps"] == pytest.approx(48.0 / (row["time_ms"] * 1e6))
+    assert row["tflops"] == pytest.approx(6.0 / (row["time_ms"] * 1e9))
+    assert row["peak_frac"] == pytest.approx(row["gbps"] / 100.0)  # GB/s when bytes are given
+
+    def too_big(v):
+        raise ValueError("block 512 exceeds the shape\nsecond line")
+
+    failed = timing.measure(dict(op="double", impl="bad", time_ms=None, note=""), too_big, (x,), want=x)
+    assert failed["time_ms"] is None and "rel_err_vs_xla" not in failed
+    assert failed["note"] == "failed: ValueError: block 512 exceeds the shape"
+    printed = capsys.readouterr().err.splitlines()
+    assert printed[0].startswith("measured: op=double  impl=ok  rel_err_vs_xla=0.2  time_ms=")  # no empty note
+    assert printed[1] == "measured: op=double  impl=bad  note=failed: ValueError: block 512 exceeds the shape"

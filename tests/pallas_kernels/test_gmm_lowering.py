@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.gmm import ops, tiling
+from kernel_lowering import lower_text
 
 PLATFORM = {"gpu": "cuda", "tpu": "tpu"}
 
@@ -28,9 +29,7 @@ def test_gmm_forward_and_backward_lower_for_the_real_platform(kernel, transpose_
         out, vjp = jax.vjp(lambda a_, b_: ops._gmm(a_, b_, g, transpose_rhs, cfg), a, b)
         return out, vjp(ct)
 
-    lowered = jax.jit(forward_and_grads).trace(lhs, rhs, group_sizes, cotangent).lower(
-        lowering_platforms=(PLATFORM[kernel],))
-    text = lowered.as_text()
+    text = lower_text(forward_and_grads, lhs, rhs, group_sizes, cotangent, platform=PLATFORM[kernel])
     # Three kernel launches: forward gmm, d_lhs gmm, d_rhs tgmm.
     name = "__gpu$xla.gpu.triton" if kernel == "gpu" else "tpu_custom_call"
     assert text.count(name) == 3, text.count(name)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from kernel_impl import GPU_KERNEL_IMPL, gpu_kernel
+from kernel_lowering import lower_text
 from nemocascade.model.ssd import ssd_chunked
 from pallas_kernels.ssd import ops, reference
 
@@ -224,8 +225,7 @@ def test_compiled_kernel_lowers_for_the_real_platform(kernel, platform, call):
             s((1, t, 2, 128), jnp.bfloat16), s((1, t, 2, 128), jnp.bfloat16), s((1, t), bool),
             s((1, 4, 64, 128), jnp.float32))
     cfg = ops._Config(kernel, chunk)
-    text = jax.jit(lambda *v: ops._ssd_jit(*v, cfg)).trace(*args).lower(
-        lowering_platforms=(platform,)).as_text()
+    text = lower_text(lambda *v: ops._ssd_jit(*v, cfg), *args, platform=platform)
     assert text.count(call) == 1
 
 
