@@ -130,6 +130,19 @@ def test_nano30b_on_8xh100_matches_hand_computed_numbers(nano_sft):
     assert p.step_seconds(0.4) == pytest.approx(p.train_flops / (8 * 989e12 * 0.4))
 
 
+def test_chunked_lm_head_replaces_the_per_token_logits_by_one_chunk(nano_sft):
+    full = make_plan(nano_sft, hardware.topology("8xH100"))
+    config = nano_sft.copy_and_resolve_references()
+    config.model.logits_chunk_size = 512
+    chunked = make_plan(config, hardware.topology("8xH100"))
+    vocab = chunked.cfg.vocab_size
+    # Per token the head keeps D*c + 8 bytes (hidden, lp, lse) instead of D*c + 8V; then one chunk of
+    # 512 positions of the device's one row holds f32 logits and softmax: 512 x 8V.
+    saved = 2048 * (8 * vocab - 8)
+    assert chunked.bytes["activations"] == full.bytes["activations"] - saved + 1 * 512 * 8 * vocab
+    assert chunked.bytes["activations"] < 0.6 * full.bytes["activations"]  # 1.5 of 3.0 GiB
+
+
 def test_nano30b_on_16gib_devices_is_refused_naming_the_biggest_term(nano_sft):
     # The same mesh as above (its layout is cached) on 8 devices of 16 GiB: the states alone need ~59 GiB.
     topology = plan.make_topology(None, 8, 16.0, None)
@@ -163,7 +176,8 @@ def test_cascade_stages_teachers_and_kv_cache():
     attention_layers = sum("attention" in k for k in cfg.layer_kinds)
     assert p.bytes["kv_cache"] == rows_per_device * slots * attention_layers * 2 * cfg.num_kv_heads \
         * cfg.resolved_head_dim * 4
-    assert p.bytes["prefill"] == rows_per_device * 96 * (4 * cfg.vocab_size + 4 * cfg.num_heads * slots)
+    # The last prompt position's f32 logits and one layer's f32 attention scores over the 96-wide prompts.
+    assert p.bytes["prefill"] == rows_per_device * (4 * cfg.vocab_size + 96 * 4 * cfg.num_heads * slots)
     # Rollout + teacher scoring: two forward passes, a third of the train FLOPs each.
     assert p.rollout_flops == pytest.approx(2 * p.train_flops / 3)
 

@@ -130,8 +130,8 @@ class Rule:
 
 
 # ModelConfig fields that do not change the architecture; a caller may set them on import (any family).
-RUNTIME_FIELDS = ("dtype", "param_dtype", "max_seq_len", "moe_impl", "kernel_impl", "remat", "aux_loss_weight",
-                  "router_z_loss_weight")
+RUNTIME_FIELDS = ("dtype", "param_dtype", "max_seq_len", "moe_impl", "kernel_impl", "remat", "logits_chunk_size",
+                  "aux_loss_weight", "router_z_loss_weight")
 # config.json keys that carry no architecture in any family: token ids, training-only switches, bookkeeping.
 BOOKKEEPING_KEYS = frozenset({
     "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype", "use_cache",

@@ -9,7 +9,8 @@ Shapes: ``B`` sequences, ``T`` tokens, ``V`` vocabulary. ``mask[B, T]`` is 1 on 
 (response tokens) and 0 elsewhere; masked-out positions of every input are ignored, even if inf/NaN, and
 empty rows or an empty batch give finite values. Per-token losses are reduced by ``aggregation``:
 ``"token_mean"`` (DAPO), ``"seq_mean_token_mean"`` (GRPO; MOPD's Eq. 4) or ``"seq_mean_token_sum_norm"``
-(Dr. GRPO); see ``nemocascade.losses.aggregation``. Losses are computed in float32 (bf16 inputs are
+(Dr. GRPO); see ``nemocascade.losses.aggregation``. ``head_logprobs_and_logsumexp`` computes the token
+log-probs from hidden states and the LM head chunk by chunk, never holding the ``[B, T, V]`` logits. Losses are computed in float32 (bf16 inputs are
 upcast) and return ``(scalar_loss, aux_dict_of_scalars)``.
 
 Example: GRPO and MOPD in a plain JAX training loop (a toy "policy" that is one logit table per
@@ -65,10 +66,11 @@ position; nothing here is specific to nemocascade)::
 """
 from .aggregation import AGGREGATIONS, aggregate, masked_mean, zero_outside_mask
 from .grpo import group_advantages, grpo_loss
+from .lm_head import head_logprobs_and_logsumexp
 from .logprobs import token_logprobs, token_logprobs_and_logsumexp
 from .mopd import mopd_advantages, mopd_loss
 from .preference import bradley_terry_loss, dpo_loss
-from .sft import sft_loss
+from .sft import sft_loss, sft_loss_from_logprobs
 
 __all__ = [
     "AGGREGATIONS",
@@ -77,10 +79,12 @@ __all__ = [
     "dpo_loss",
     "group_advantages",
     "grpo_loss",
+    "head_logprobs_and_logsumexp",
     "masked_mean",
     "mopd_advantages",
     "mopd_loss",
     "sft_loss",
+    "sft_loss_from_logprobs",
     "token_logprobs",
     "token_logprobs_and_logsumexp",
     "zero_outside_mask",

@@ -34,6 +34,18 @@ def sft_loss(logits: jax.Array, targets: jax.Array, mask: jax.Array, *, z_loss: 
     _checks.same_shape("targets", targets, mask=mask)
     _checks.hyper_parameter("z_loss", z_loss, minimum=0.0)
     logprobs, logsumexp = token_logprobs_and_logsumexp(logits, targets, chunk_size=chunk_size)
+    return sft_loss_from_logprobs(logprobs, logsumexp, mask, z_loss=z_loss)
+
+
+def sft_loss_from_logprobs(logprobs: jax.Array, logsumexp: jax.Array, mask: jax.Array, *,
+                           z_loss: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``sft_loss`` from the target log-probs and log-partitions (``[B, T]`` float each), e.g. as
+    ``head_logprobs_and_logsumexp`` computes them without materialising the logits; same loss and aux."""
+    mask = _checks.mask_array("mask", mask)
+    logprobs = _checks.floating("logprobs", logprobs)
+    logsumexp = _checks.floating("logsumexp", logsumexp)
+    _checks.same_shape("logprobs", logprobs, logsumexp=logsumexp, mask=mask)
+    _checks.hyper_parameter("z_loss", z_loss, minimum=0.0)
     cross_entropy = masked_mean(-logprobs, mask)
     logsumexp_squared = masked_mean(jnp.square(logsumexp), mask)
     loss = cross_entropy + z_loss * logsumexp_squared

@@ -81,6 +81,9 @@ class ModelConfig:
     moe_impl: str = "ragged"             # "dense" is a test-only reference path
     kernel_impl: str = "xla"             # expert matmul / attention / SSD scan backend
     remat: str = "none"
+    # > 0: training and scoring compute the LM head and log-softmax over chunks of this many positions
+    # (losses.head_logprobs_and_logsumexp), never holding f32 [B, T, V] logits; forward() is unchanged.
+    logits_chunk_size: int = 0
 
     def __post_init__(self):
         def fail(msg):
@@ -102,8 +105,9 @@ class ModelConfig:
                      "mamba_chunk_size"):
             if int(getattr(self, name)) < 1:
                 fail(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_shared_experts < 0:
-            fail(f"num_shared_experts must be >= 0, got {self.num_shared_experts}")
+        for name in ("num_shared_experts", "logits_chunk_size"):
+            if getattr(self, name) < 0:
+                fail(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.block_pattern:
             fail("block_pattern is empty")
         bad = [k for k in self.block_pattern if k not in BLOCK_KINDS]

@@ -145,12 +145,26 @@ def forward(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=Non
     return _run(params, cfg, tokens, positions, segment_ids, cache, with_head=True)
 
 
-def hidden_states(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=None):
-    """The final-normed hidden states f32[B, T, D] (no LM head) and ``aux`` as in ``forward``.
+def hidden_states(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=None, cache=None):
+    """The final-normed hidden states f32[B, T, D] (no LM head) and ``aux`` as in ``forward`` (with a
+    ``cache``, ``aux["cache"]`` too).
 
-    Used by heads on the policy backbone, e.g. the reward model's scalar head.
+    Used by heads on the policy backbone (the reward model's scalar head), by the chunked LM head of
+    training, and by the sampler's prefill, which needs the logits of one position per row only.
     """
-    return _run(params, cfg, tokens, positions, segment_ids, None, with_head=False)
+    return _run(params, cfg, tokens, positions, segment_ids, cache, with_head=False)
+
+
+def lm_head(params, cfg: ModelConfig) -> jax.Array:
+    """The LM head as a ``[D, V]`` matrix in the compute dtype: ``lm_head``, or the embedding table transposed
+    (``tie_embeddings``)."""
+    head = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+    return head.astype(dtype_of(cfg.dtype))
+
+
+def head_logits(params, cfg: ModelConfig, hidden: jax.Array) -> jax.Array:
+    """f32[..., V] logits of ``hidden_states`` rows [..., D]: what ``forward`` returns at those positions."""
+    return at_least_f32(hidden.astype(dtype_of(cfg.dtype)) @ lm_head(params, cfg))
 
 
 def _run(params, cfg, tokens, positions, segment_ids, cache, *, with_head):

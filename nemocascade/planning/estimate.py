@@ -103,10 +103,17 @@ class Plan:
             return (f"shard the parameters over more devices (--config.mesh.fsdp / --config.mesh.expert, now "
                     f"{self.axis_sizes}) or pick a larger topology; params are {cfg.param_dtype}")
         if term == "activations":
-            tips = [f"raise --config.train.grad_accum_steps (now {wl.grad_accum_steps}; the micro-batch has "
-                    f"{self.tokens_per_device} tokens per device)"]
+            if self.tokens_per_device > wl.seq_len:
+                tips = [f"raise --config.train.grad_accum_steps (now {wl.grad_accum_steps}; the micro-batch has "
+                        f"{self.tokens_per_device} tokens per device)"]
+            else:
+                tips = [f"shorter rows (--config.data.seq_len, now {wl.seq_len}): a device already holds one row "
+                        f"per micro-batch, and rows are not split over devices (no sequence parallelism)"]
             if cfg.remat != "full":
                 tips.append(f"set --config.model.remat=full (now {cfg.remat!r})")
+            if wl.lm_head_loss and not cfg.logits_chunk_size:
+                tips.append("chunk the LM head --config.model.logits_chunk_size=2048 (the full path keeps "
+                            "f32 logits and their softmax, 8 bytes x vocabulary per token)")
             if cfg.kernel_impl == "xla" and any("attention" in k for k in cfg.layer_kinds):
                 tips.append("use flash attention --config.model.kernel_impl=auto (the XLA path keeps "
                             "f32 [heads, L] probabilities per token)")
@@ -118,8 +125,8 @@ class Plan:
         if term == "kv_cache":
             return ("fewer rollout rows per device: lower rl.prompts_per_step x rl.num_samples or "
                     "rl.max_new_tokens, or spread the rows over more devices")
-        return ("the prefill keeps f32 logits over every prompt position and one layer's f32 attention scores "
-                "(it always runs the XLA attention): lower rl.max_prompt_tokens or the rollout rows per device")
+        return ("the prefill keeps one layer's f32 attention scores over every prompt position (it always runs "
+                "the XLA attention): lower rl.max_prompt_tokens or the rollout rows per device")
 
 
 _param_count = functools.lru_cache(maxsize=8)(model_lib.param_count)
@@ -164,7 +171,9 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
         other_models=wl.resident_models * layout.device_bytes,
         grads=layout.device_bytes * (2 if wl.grad_accum_steps > 1 else 1),
         activations=tokens_per_device * memory.activation_bytes_per_token(
-            cfg, axis_sizes["tensor"], wl.seq_len, lm_head_loss=wl.lm_head_loss),
+            cfg, axis_sizes["tensor"], wl.seq_len, lm_head_loss=wl.lm_head_loss)
+        + (memory.lm_head_workspace_bytes(cfg, micro_rows // split, wl.seq_len, axis_sizes["tensor"])
+           if wl.lm_head_loss else 0),
         layer_gather=layout.gathered_layer_elements * compute_bytes)
     flops_per_token = _flops_per_token(cfg, wl.seq_len)
     rollout_flops = 0.0

@@ -24,6 +24,8 @@ both parts):
              chunked SSD's f32 log-decay, decay and weights per head and C.B scores per group)
              ``+ 8 Hm_t P N / Q`` (chunk states) ``+ 12 Hm_t P`` (f32 y, gated and normed copies).
   LM head    ``Dc + 8 V_t`` once per token (f32 logits and their log-softmax); a scalar head ``4D``.
+             With ``logits_chunk_size = C`` only ``Dc + 8`` per token (hidden state, f32 lp and lse) plus,
+             once per micro-batch, one chunk's f32 logits and softmax ``rows_dev * C * 8 V_t``.
 ``remat="full"`` keeps only each block's input ``Dc`` per layer plus one layer's full set (recomputed in
 the backward). ``remat="dots"`` (``jax.checkpoint_policies.checkpoint_dots``) keeps the input and the
 ``dot_general`` outputs: q, k, v, attention output and ``D`` out-projection, the XLA path's f32 scores,
@@ -36,8 +38,8 @@ Rollouts (RL stages): the KV cache holds ``rows_dev * (P + new) * A * 2 K Dh c``
 layers, ``P`` the prompt width, rows split over the batch axes like the train batch; the cache is not
 split over ``tensor``), plus per Mamba layer and row the conv history ``(conv_kernel - 1) C c`` and the
 f32 SSM state ``4 Hm P N``. The prefill (a cached call with many tokens always runs the XLA attention) also
-materialises, one layer at a time, the f32 logits ``rows_dev * P * 4 V_t`` and the f32 attention
-scores ``rows_dev * 4 H_t * P * (P + new)``.
+materialises the f32 logits of each row's last prompt position ``rows_dev * 4 V_t`` and, one layer at a
+time, the f32 attention scores ``rows_dev * 4 H_t * P * (P + new)``.
 """
 from __future__ import annotations
 
@@ -105,13 +107,25 @@ def activation_bytes_per_token(cfg: model_lib.ModelConfig, tensor: int, seq_len:
     c = np.dtype(dtype_of(cfg.dtype)).itemsize
     d = cfg.d_model
     parts = [_parts(cfg, kind, tensor, seq_len) for kind in cfg.layer_kinds]
-    head = d * c + 2 * F32 * _split(cfg.vocab_size, tensor) if lm_head_loss else F32 * d
+    if not lm_head_loss:
+        head = F32 * d
+    elif cfg.logits_chunk_size:
+        head = d * c + 2 * F32  # the chunked head keeps the hidden state, lp and lse (lm_head_workspace_bytes)
+    else:
+        head = d * c + 2 * F32 * _split(cfg.vocab_size, tensor)
     if cfg.remat == "none":
         return sum(full for full, _ in parts) + head
     one_layer = max(full for full, _ in parts)
     if cfg.remat == "full":
         return len(parts) * d * c + one_layer + head
     return sum(d * c + dots for _, dots in parts) + one_layer + head
+
+
+def lm_head_workspace_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, seq_len: int, tensor: int) -> int:
+    """The chunked LM head's f32 logits and softmax of one chunk (``cfg.logits_chunk_size > 0``), else 0."""
+    if not cfg.logits_chunk_size:
+        return 0
+    return rows_per_device * min(cfg.logits_chunk_size, seq_len) * 2 * F32 * _split(cfg.vocab_size, tensor)
 
 
 def kv_cache_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, slots: int) -> int:
@@ -127,7 +141,8 @@ def kv_cache_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, slots: int)
 
 def prefill_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, prompt_len: int, slots: int,
                   tensor: int) -> int:
-    """The prefill's transient f32 logits over every prompt position and one layer's f32 attention scores."""
-    logits = rows_per_device * prompt_len * F32 * _split(cfg.vocab_size, tensor)
+    """The prefill's transient f32 logits of each row's last prompt position and one layer's f32 attention
+    scores."""
+    logits = rows_per_device * F32 * _split(cfg.vocab_size, tensor)
     scores = rows_per_device * F32 * _split(cfg.num_heads, tensor) * prompt_len * slots
     return logits + scores

@@ -1,4 +1,4 @@
-"""The policy's token log-probs on a rollout batch: one forward, the sampler's temperature.
+"""The policy's token log-probs on a batch: one forward, the sampler's temperature (1 for SFT).
 
 ``token_logprobs`` is traced inside a loss; ``frozen_logprobs`` scores a batch with params that are not
 trained (MOPD teachers, the KL reference policy of GRPO / RLHF) as its own jitted call.
@@ -14,16 +14,36 @@ from nemocascade import losses
 from nemocascade import model as model_lib
 
 
+def target_logprobs_and_logsumexp(params, cfg: model_lib.ModelConfig, batch, *, temperature: float = 1.0):
+    """``(lp, lse, aux)``: f32[N, L] log-prob of ``batch["targets"]`` under softmax(logits / temperature), the
+    log-partitions, and the model aux.
+
+    With ``cfg.logits_chunk_size > 0`` the LM head runs chunk by chunk on the hidden states
+    (``losses.head_logprobs_and_logsumexp``: no f32 [N, L, V] logits, in the forward or the backward);
+    otherwise from ``forward``'s logits. The two agree to float32 rounding (the chunked head keeps f32
+    logits where ``forward`` rounds them to a bf16 compute dtype).
+    """
+    inputs = dict(positions=batch["positions"], segment_ids=batch["segment_ids"])
+    if cfg.logits_chunk_size:
+        hidden, aux = model_lib.hidden_states(params, cfg, batch["tokens"], **inputs)
+        compute = model_lib.lm_head(params, cfg)
+        lp, lse = losses.head_logprobs_and_logsumexp(hidden.astype(compute.dtype), compute, batch["targets"],
+                                                     chunk_size=cfg.logits_chunk_size, temperature=temperature)
+        return lp, lse, aux
+    logits, aux = model_lib.forward(params, cfg, batch["tokens"], **inputs)
+    lp, lse = losses.token_logprobs_and_logsumexp(logits.astype(jnp.float32) / temperature, batch["targets"])
+    return lp, lse, aux
+
+
 def token_logprobs(params, cfg: model_lib.ModelConfig, batch, *, temperature: float):
     """f32[N, L] log-prob of ``batch["targets"]`` under softmax(logits / temperature), plus the model aux.
 
     ``temperature`` must equal the sampler's (0 = greedy sampling, scored at temperature 1), so that a
     fresh rollout's ratio to the sampler is exactly 1 (see ``nemocascade.rollout.sampling``).
     """
-    logits, aux = model_lib.forward(params, cfg, batch["tokens"], positions=batch["positions"],
-                                    segment_ids=batch["segment_ids"])
     scale = temperature if temperature > 0 else 1.0
-    return losses.token_logprobs(logits.astype(jnp.float32) / scale, batch["targets"]), aux
+    lp, _, aux = target_logprobs_and_logsumexp(params, cfg, batch, temperature=scale)
+    return lp, aux
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "temperature"))

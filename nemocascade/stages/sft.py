@@ -8,7 +8,7 @@ from nemocascade import data as data_lib
 from nemocascade import losses
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
-from nemocascade.stages import runtime
+from nemocascade.stages import policy, runtime
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
 
@@ -17,13 +17,13 @@ def make_sft_loss(cfg: model_lib.ModelConfig, *, z_loss: float = 0.0):
     """``loss_fn(params, batch, rng) -> (loss, metrics)`` for packed batches.
 
     batch: tokens/targets/segment_ids/positions int32[B, L], loss_mask f32[B, L] (1 on assistant targets).
-    loss = masked mean cross-entropy (+ z-loss) + the model's weighted MoE auxiliary losses.
+    loss = masked mean cross-entropy (+ z-loss) + the model's weighted MoE auxiliary losses (the LM head
+    chunked when ``cfg.logits_chunk_size`` is set: ``policy.target_logprobs_and_logsumexp``).
     """
     def loss_fn(params, batch, rng):
         del rng
-        logits, aux = model_lib.forward(params, cfg, batch["tokens"], positions=batch["positions"],
-                                        segment_ids=batch["segment_ids"])
-        ce, ce_aux = losses.sft_loss(logits, batch["targets"], batch["loss_mask"], z_loss=z_loss)
+        logprobs, logsumexp, aux = policy.target_logprobs_and_logsumexp(params, cfg, batch)
+        ce, ce_aux = losses.sft_loss_from_logprobs(logprobs, logsumexp, batch["loss_mask"], z_loss=z_loss)
         total = ce + aux["moe_aux_loss"] + aux["router_z_loss"]
         metrics = {"ce_loss": ce, "moe_aux_loss": aux["moe_aux_loss"], "router_z_loss": aux["router_z_loss"],
                    "expert_load": aux["expert_load"], "loss_tokens": jax.numpy.sum(batch["loss_mask"])}

@@ -292,3 +292,19 @@ def test_bad_inputs_are_clear_errors_before_compiling():
         m.init_cache(CFG, 2, 65)
     with pytest.raises(ValueError, match=r"expert_load must be \[num_moe_layers=1, E\]"):
         m.update_router_bias(params, jnp.zeros((2, 4)), 0.1)
+
+
+@pytest.mark.parametrize("dtype, tie_embeddings", [("float32", False), ("float32", True), ("bfloat16", False)])
+def test_head_logits_of_the_hidden_states_are_the_forward_logits(dtype, tie_embeddings):
+    """The sampler's prefill computes logits of the last prompt position only, from the hidden states."""
+    cfg = CFG.replace(dtype=dtype, tie_embeddings=tie_embeddings)
+    params = _params(cfg)
+    tokens = _tokens(2, 7)
+    logits, _ = _forward(params, cfg, tokens)
+    hidden, _ = m.hidden_states(params, cfg, tokens)
+    assert hidden.dtype == jnp.float32 and hidden.shape == (2, 7, cfg.d_model)
+    last = m.head_logits(params, cfg, hidden[:, -1])
+    assert last.dtype == jnp.float32 and last.shape == (2, cfg.vocab_size)
+    tol = 1e-6 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(last, logits[:, -1], rtol=tol, atol=tol * float(jnp.max(jnp.abs(logits))))
+    assert m.lm_head(params, cfg).shape == (cfg.d_model, cfg.vocab_size)
