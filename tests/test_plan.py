@@ -177,7 +177,11 @@ def test_cascade_stages_teachers_and_kv_cache():
     assert p.bytes["kv_cache"] == rows_per_device * slots * attention_layers * 2 * cfg.num_kv_heads \
         * cfg.resolved_head_dim * 4
     # The last prompt position's f32 logits and one layer's f32 attention scores over the 96-wide prompts.
-    assert p.bytes["prefill"] == rows_per_device * (4 * cfg.vocab_size + 96 * 4 * cfg.num_heads * slots)
+    assert cfg.kernel_impl == "xla"
+    assert p.bytes["prefill"] == rows_per_device * (4 * cfg.vocab_size + 96 * 4 * cfg.num_heads * 96)
+    # Flash attention (any Pallas kernel_impl) keeps no scores: only the logits remain.
+    assert memory.prefill_bytes(cfg.replace(kernel_impl="auto"), rows_per_device, 96, 1) == \
+        rows_per_device * 4 * cfg.vocab_size
     # Rollout + teacher scoring: two forward passes, a third of the train FLOPs each.
     assert p.rollout_flops == pytest.approx(2 * p.train_flops / 3)
 

@@ -8,7 +8,8 @@ reshape, never repeated).
 
 Backends (``cfg.kernel_impl``): "xla" runs ``grouped_attention`` below; the Pallas kernels replace it in
 ``self_attention`` (flash attention) and, for single-token decode steps, in ``cached_attention``
-(decode attention). A cached call with several tokens (prefill) always runs the XLA path.
+(decode attention). A cached call with several tokens runs the XLA path, except a prefill into an empty
+cache (``Attention(prefill=True)``), which is self-attention of the new tokens and so runs flash attention.
 """
 from __future__ import annotations
 
@@ -91,7 +92,14 @@ def cached_attention(q, keys, values, lengths, num_new_valid, impl: str):
 
 
 class Attention(nn.Module):
+    """``prefill=True`` (with a cache): the cache is empty, as ``init_cache`` makes it, so the new tokens attend
+    only each other: causal self-attention inside their segments, while their K/V are written. For every valid
+    token this equals the cached path's mask with ``lengths = 0``; padding queries (segment 0) get zeros
+    instead of attending the valid keys, and nothing reads their outputs' cache slots before decode
+    overwrites them."""
+
     cfg: ModelConfig
+    prefill: bool = False
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, layer_cache=None, lengths=None):
@@ -120,7 +128,10 @@ class Attention(nn.Module):
         else:
             keys = write_cache(layer_cache["k"], k, lengths)
             values = write_cache(layer_cache["v"], v, lengths)
-            valid = jnp.sum(segment_ids > 0, axis=1)
-            out = cached_attention(q, keys, values, lengths, valid, cfg.kernel_impl)
+            if self.prefill:
+                out = self_attention(q, k, v, segment_ids, cfg.kernel_impl)
+            else:
+                valid = jnp.sum(segment_ids > 0, axis=1)
+                out = cached_attention(q, keys, values, lengths, valid, cfg.kernel_impl)
             new_cache = {"k": keys, "v": values}
         return jnp.einsum("bthk,hkd->btd", out, wo), new_cache

@@ -31,13 +31,14 @@ class Block(nn.Module):
 
     cfg: ModelConfig
     kind: str
+    prefill: bool = False  # the cache is empty (see Attention)
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, layer_cache, lengths):
         cfg, stats, new_cache = self.cfg, None, None
         if "attention" in self.kind:
-            h, new_cache = Attention(cfg, name="attention")(RMSNorm(cfg, name="attention_norm")(x), positions,
-                                                            segment_ids, layer_cache, lengths)
+            h, new_cache = Attention(cfg, prefill=self.prefill, name="attention")(
+                RMSNorm(cfg, name="attention_norm")(x), positions, segment_ids, layer_cache, lengths)
             x = constrain(x + h, "batch", None, None)
         if self.kind == "mamba":
             h, new_cache = Mamba2(cfg, name="mamba")(RMSNorm(cfg, name="mamba_norm")(x), segment_ids, layer_cache)
@@ -52,10 +53,12 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Embedding, layers, final norm, then the LM head (``with_head=False``: the normed hidden states)."""
+    """Embedding, layers, final norm, then the LM head (``with_head=False``: the normed hidden states).
+    ``prefill``: the cache is empty (see ``Attention``)."""
 
     cfg: ModelConfig
     with_head: bool = True
+    prefill: bool = False
 
     @nn.compact
     def __call__(self, tokens, positions, segment_ids, cache=None):
@@ -73,8 +76,8 @@ class Decoder(nn.Module):
         for i, kind in enumerate(cfg.layer_kinds):
             name = f"layer_{i}"
             layer_cache = None if cache is None or name not in cache["layers"] else cache["layers"][name]
-            x, layer_stats, layer_new = block_cls(cfg, kind, name=name)(x, positions, segment_ids, layer_cache,
-                                                                       lengths)
+            x, layer_stats, layer_new = block_cls(cfg, kind, prefill=self.prefill, name=name)(
+                x, positions, segment_ids, layer_cache, lengths)
             if layer_stats is not None:
                 stats.append(layer_stats)
             if layer_new is not None:
@@ -145,14 +148,17 @@ def forward(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=Non
     return _run(params, cfg, tokens, positions, segment_ids, cache, with_head=True)
 
 
-def hidden_states(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=None, cache=None):
+def hidden_states(params, cfg: ModelConfig, tokens, *, positions=None, segment_ids=None, cache=None,
+                  prefill=False):
     """The final-normed hidden states f32[B, T, D] (no LM head) and ``aux`` as in ``forward`` (with a
     ``cache``, ``aux["cache"]`` too).
 
     Used by heads on the policy backbone (the reward model's scalar head), by the chunked LM head of
     training, and by the sampler's prefill, which needs the logits of one position per row only.
+    ``prefill=True`` promises that ``cache`` is empty (``init_cache``'s): attention then runs as
+    self-attention of the new tokens (flash attention with ``kernel_impl != "xla"``, no [T, S] scores).
     """
-    return _run(params, cfg, tokens, positions, segment_ids, cache, with_head=False)
+    return _run(params, cfg, tokens, positions, segment_ids, cache, with_head=False, prefill=prefill)
 
 
 def lm_head(params, cfg: ModelConfig) -> jax.Array:
@@ -167,9 +173,11 @@ def head_logits(params, cfg: ModelConfig, hidden: jax.Array) -> jax.Array:
     return at_least_f32(hidden.astype(dtype_of(cfg.dtype)) @ lm_head(params, cfg))
 
 
-def _run(params, cfg, tokens, positions, segment_ids, cache, *, with_head):
+def _run(params, cfg, tokens, positions, segment_ids, cache, *, with_head, prefill=False):
     tokens, positions, segment_ids = (None if a is None else jnp.asarray(a) for a in (tokens, positions, segment_ids))
     _check_inputs(tokens, segment_ids, positions, cache, cfg)
+    if prefill and cache is None:
+        raise ValueError("prefill=True needs the (empty) cache to fill")
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
     if positions is None:
@@ -177,8 +185,8 @@ def _run(params, cfg, tokens, positions, segment_ids, cache, *, with_head):
             positions = segment_positions(segment_ids)
         else:
             positions = cache["lengths"][:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)[None, :]
-    logits, stats, new_layers = Decoder(cfg, with_head=with_head).apply({"params": params}, tokens, positions,
-                                                                        segment_ids, cache)
+    logits, stats, new_layers = Decoder(cfg, with_head=with_head, prefill=prefill).apply(
+        {"params": params}, tokens, positions, segment_ids, cache)
     if stats:
         balance = jnp.mean(jnp.stack([s["balance_loss"] for s in stats]))
         z_loss = jnp.mean(jnp.stack([s["z_loss"] for s in stats]))

@@ -125,8 +125,11 @@ class Plan:
         if term == "kv_cache":
             return ("fewer rollout rows per device: lower rl.prompts_per_step x rl.num_samples or "
                     "rl.max_new_tokens, or spread the rows over more devices")
-        return ("the prefill keeps one layer's f32 attention scores over every prompt position (it always runs "
-                "the XLA attention): lower rl.max_prompt_tokens or the rollout rows per device")
+        tip = "lower rl.max_prompt_tokens or the rollout rows per device"
+        if cfg.kernel_impl == "xla":
+            tip += ("; use flash attention --config.model.kernel_impl=auto (the XLA path keeps one layer's f32 "
+                    "attention scores over every pair of prompt positions)")
+        return tip
 
 
 _param_count = functools.lru_cache(maxsize=8)(model_lib.param_count)
@@ -183,7 +186,7 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
         prompt = -(-rollout.prompt_len // PROMPT_BUCKET) * PROMPT_BUCKET
         slots = prompt + rollout.new_tokens
         terms["kv_cache"] = memory.kv_cache_bytes(cfg, rows_per_device, slots)
-        terms["prefill"] = memory.prefill_bytes(cfg, rows_per_device, prompt, slots, axis_sizes["tensor"])
+        terms["prefill"] = memory.prefill_bytes(cfg, rows_per_device, prompt, axis_sizes["tensor"])
         forward_passes = 1 + (1 if wl.resident_models else 0)
         rollout_flops = forward_passes * wl.tokens * flops_per_token / 3
     return Plan(workload=wl, topology=topology, axis_sizes=axis_sizes, cfg=cfg,

@@ -37,9 +37,10 @@ not counted: treat the result as a lower bound with a margin (the planner asks f
 Rollouts (RL stages): the KV cache holds ``rows_dev * (P + new) * A * 2 K Dh c`` bytes (``A`` attention
 layers, ``P`` the prompt width, rows split over the batch axes like the train batch; the cache is not
 split over ``tensor``), plus per Mamba layer and row the conv history ``(conv_kernel - 1) C c`` and the
-f32 SSM state ``4 Hm P N``. The prefill (a cached call with many tokens always runs the XLA attention) also
-materialises the f32 logits of each row's last prompt position ``rows_dev * 4 V_t`` and, one layer at a
-time, the f32 attention scores ``rows_dev * 4 H_t * P * (P + new)``.
+f32 SSM state ``4 Hm P N``. The prefill (self-attention of the prompts into the empty cache) also
+materialises the f32 logits of each row's last prompt position ``rows_dev * 4 V_t`` and, on the XLA
+attention path (``kernel_impl="xla"``), one layer at a time, the f32 attention scores
+``rows_dev * 4 H_t * P * P`` (flash attention keeps none).
 """
 from __future__ import annotations
 
@@ -139,10 +140,10 @@ def kv_cache_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, slots: int)
     return rows_per_device * (kv + cfg.layer_kinds.count("mamba") * ssm)
 
 
-def prefill_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, prompt_len: int, slots: int,
-                  tensor: int) -> int:
-    """The prefill's transient f32 logits of each row's last prompt position and one layer's f32 attention
-    scores."""
+def prefill_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, prompt_len: int, tensor: int) -> int:
+    """The prefill's transient f32 logits of each row's last prompt position, plus, on the XLA attention
+    path, one layer's f32 [H, P, P] attention scores (flash attention keeps none)."""
     logits = rows_per_device * F32 * _split(cfg.vocab_size, tensor)
-    scores = rows_per_device * F32 * _split(cfg.num_heads, tensor) * prompt_len * slots
-    return logits + scores
+    if cfg.kernel_impl != "xla":
+        return logits
+    return logits + rows_per_device * F32 * _split(cfg.num_heads, tensor) * prompt_len * prompt_len

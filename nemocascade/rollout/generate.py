@@ -131,8 +131,9 @@ def _prefill_and_decode(params, cache, tokens, segment_ids, rng, *, cfg, samplin
     n = tokens.shape[0]
     budget = sampling.max_new_tokens
     prompt_lengths = jnp.sum(segment_ids > 0, axis=1)
-    # The LM head runs on each row's last prompt position only: no f32 [N, P, V] prefill logits.
-    hidden, aux = model_lib.hidden_states(params, cfg, tokens, segment_ids=segment_ids, cache=cache)
+    # The cache is fresh (prefill=True: self-attention, flash attention with the Pallas kernels), and the LM
+    # head runs on each row's last prompt position only: no f32 [N, P, V] prefill logits.
+    hidden, aux = model_lib.hidden_states(params, cfg, tokens, segment_ids=segment_ids, cache=cache, prefill=True)
     last_hidden = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
     last_logits = model_lib.head_logits(params, cfg, last_hidden)
     stop_tokens = jnp.asarray(sampling.stop_tokens or (-1,), jnp.int32)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxpr_testing import all_eqns
 from nemocascade import model as m
 
 CFG = m.presets.tiny().replace(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -308,3 +309,41 @@ def test_head_logits_of_the_hidden_states_are_the_forward_logits(dtype, tie_embe
     tol = 1e-6 if dtype == "float32" else 2e-2
     np.testing.assert_allclose(last, logits[:, -1], rtol=tol, atol=tol * float(jnp.max(jnp.abs(logits))))
     assert m.lm_head(params, cfg).shape == (cfg.d_model, cfg.vocab_size)
+
+
+@pytest.mark.parametrize("kernel_impl", ["xla", "interpret"])
+def test_prefill_into_an_empty_cache_equals_the_cached_path(kernel_impl):
+    """prefill=True (self-attention of the prompt: flash attention with the Pallas kernels) gives the cached
+    path's logits at every valid position and the same cache, so decoding after it is unchanged."""
+    cfg = CFG.replace(d_model=64, num_layers=2, block_pattern=("mamba", "attention+moe"), mamba_head_dim=8,
+                      mamba_state_size=8, mamba_chunk_size=4, kernel_impl=kernel_impl)
+    params = _params(cfg)
+    tokens = _tokens(2, 9)
+    prompt_seg = jnp.asarray([[1] * 4 + [0] * 5, [1] * 9], jnp.int32)  # right-padded prompts of 4 and 9
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def prefill_then_step(prefill):
+        hidden, aux = m.hidden_states(params, cfg, tokens, segment_ids=prompt_seg, cache=m.init_cache(cfg, 2, 16),
+                                      prefill=prefill)
+        step, _ = m.forward(params, cfg, tokens[:, :1], segment_ids=jnp.ones((2, 1), jnp.int32), cache=aux["cache"])
+        return hidden, aux["cache"], step
+
+    (hidden, cache, step), (want_hidden, want_cache, want_step) = prefill_then_step(True), prefill_then_step(False)
+    valid = np.asarray(prompt_seg) > 0
+    np.testing.assert_allclose(np.asarray(hidden)[valid], np.asarray(want_hidden)[valid], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(cache["lengths"], [4, 9])
+    np.testing.assert_array_equal(cache["lengths"], want_cache["lengths"])
+    for name, layer in cache["layers"].items():
+        for key, value in layer.items():
+            got, want = np.asarray(value), np.asarray(want_cache["layers"][name][key])
+            if key in ("k", "v"):  # slots past each prompt are overwritten by decode before anything reads them
+                got, want = got[:, :9][valid], want[:, :9][valid]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"{name}/{key}")
+    np.testing.assert_allclose(step, want_step, rtol=1e-5, atol=1e-5)
+    if kernel_impl == "interpret":  # the prefill's attention is the flash kernel, not the XLA path
+        jaxpr = jax.make_jaxpr(lambda: m.hidden_states(params, cfg, tokens, segment_ids=prompt_seg,
+                                                       cache=m.init_cache(cfg, 2, 16), prefill=True))()
+        kernels = {str(eqn.params["name"]) for eqn in all_eqns(jaxpr) if eqn.primitive.name == "pallas_call"}
+        assert "flash_attention_fwd" in kernels, kernels
+    with pytest.raises(ValueError, match="prefill=True needs the"):
+        m.hidden_states(params, cfg, tokens, prefill=True)
