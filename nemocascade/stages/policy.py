@@ -26,8 +26,8 @@ def target_logprobs_and_logsumexp(params, cfg: model_lib.ModelConfig, batch, *, 
     inputs = dict(positions=batch["positions"], segment_ids=batch["segment_ids"])
     if cfg.logits_chunk_size:
         hidden, aux = model_lib.hidden_states(params, cfg, batch["tokens"], **inputs)
-        compute = model_lib.lm_head(params, cfg)
-        lp, lse = losses.head_logprobs_and_logsumexp(hidden.astype(compute.dtype), compute, batch["targets"],
+        head = model_lib.lm_head(params, cfg)
+        lp, lse = losses.head_logprobs_and_logsumexp(hidden.astype(head.dtype), head, batch["targets"],
                                                      chunk_size=cfg.logits_chunk_size, temperature=temperature)
         return lp, lse, aux
     logits, aux = model_lib.forward(params, cfg, batch["tokens"], **inputs)
