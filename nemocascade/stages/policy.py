@@ -20,8 +20,9 @@ def target_logprobs_and_logsumexp(params, cfg: model_lib.ModelConfig, batch, *, 
 
     With ``cfg.logits_chunk_size > 0`` the LM head runs chunk by chunk on the hidden states
     (``losses.head_logprobs_and_logsumexp``: no f32 [N, L, V] logits, in the forward or the backward);
-    otherwise from ``forward``'s logits. The two agree to float32 rounding (the chunked head keeps f32
-    logits where ``forward`` rounds them to a bf16 compute dtype).
+    otherwise from ``forward``'s logits. The two agree to float32 rounding, in a bf16 compute dtype too:
+    the chunked head keeps f32 logits, and under jit XLA turns ``forward``'s bf16 head matmul and its f32
+    upcast into one f32-output dot (measured on CPU: 5e-7 apart).
     """
     inputs = dict(positions=batch["positions"], segment_ids=batch["segment_ids"])
     if cfg.logits_chunk_size:
