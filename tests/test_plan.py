@@ -191,6 +191,18 @@ def test_batch_not_divisible_by_the_batch_axes_is_replicated():
     assert memory.batch_split(6, dict(data=2, fsdp=2, expert=2)) == 1
 
 
+def test_expert_parallel_moe_gathers_its_groups_tokens():
+    """model/moe.py all-gathers the tokens of a device's expert group: router terms and token copies x expert."""
+    assert memory.expert_gather(TINY, 8, dict(data=2, expert=4)) == 4
+    assert memory.expert_gather(TINY, 6, dict(data=2, expert=4)) == 1   # rows replicated: nothing to gather
+    assert memory.expert_gather(TINY.replace(num_experts=6), 8, dict(data=2, expert=4)) == 1  # experts replicated
+    assert memory.expert_gather(TINY, 8, dict(data=8)) == 1
+    c, d, e, k, f = 4, TINY.d_model, TINY.num_experts, TINY.num_experts_per_tok, TINY.expert_hidden_size
+    routed = 2 * 4 * e + k * (2 * d + 2 * f) * c    # f32 router logits and scores; SwiGLU copies
+    gathered, local = (memory.activation_bytes_per_token(TINY, 1, 64, gather=ways) for ways in (4, 1))
+    assert TINY.remat == "none" and gathered - local == TINY.num_layers * (3 * routed + 4 * d * c)
+
+
 def _cli(*args):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
     return subprocess.run([sys.executable, "-m", "nemocascade.plan", "--config=experiments/sft.py", *args],

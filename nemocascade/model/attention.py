@@ -10,15 +10,17 @@ Backends (``cfg.kernel_impl``): "xla" runs ``grouped_attention`` below; the Pall
 ``self_attention`` (flash attention) and, for single-token decode steps, in ``cached_attention``
 (decode attention). A cached call with several tokens runs the XLA path, except a prefill into an empty
 cache (``Attention(prefill=True)``), which is self-attention of the new tokens and so runs flash attention.
+On a mesh the kernels run per device on its rows and heads (``kernels.on_shards``).
 """
 from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.kernels import pallas_op
-from nemocascade.model.layers import RMSNorm, apply_rope, at_least_f32, dtype_of, param
+from nemocascade.model.kernels import on_shards, pallas_op
+from nemocascade.model.layers import RMSNorm, apply_rope, at_least_f32, dtype_of, mesh_axes, param
 
 
 def grouped_attention(q, k, v, mask):
@@ -73,8 +75,17 @@ def self_attention(q, k, v, segment_ids, impl: str):
     """Causal attention inside segments (no cache). q [B,T,H,Dh], k/v [B,T,K,Dh] -> [B,T,H,Dh]."""
     if impl == "xla":
         return grouped_attention(q, k, v, self_attention_mask(segment_ids))
-    return pallas_op("attention.ops", "flash_attention", impl)(q, k, v, segment_ids=segment_ids, causal=True,
-                                                               impl=impl)
+    flash = pallas_op("attention.ops", "flash_attention", impl)
+    rows, heads = _kernel_specs(q, k)
+    return on_shards(lambda q, k, v, segs: flash(q, k, v, segment_ids=segs, causal=True, impl=impl),
+                     (heads, heads, heads, rows), heads, q, k, v, segment_ids)
+
+
+def _kernel_specs(q, k):
+    """(spec of per-row arrays [B, ...], spec of [B, T, heads, Dh] arrays) for a Pallas kernel on the active
+    mesh: rows over the batch axes, heads over ``tensor`` when it divides the KV heads."""
+    rows = mesh_axes("batch", q.shape[0]) or None
+    return P(rows), P(rows, None, mesh_axes("heads", k.shape[2]) or None, None)
 
 
 def cached_attention(q, keys, values, lengths, num_new_valid, impl: str):
@@ -86,7 +97,10 @@ def cached_attention(q, keys, values, lengths, num_new_valid, impl: str):
     """
     t = q.shape[1]
     if impl != "xla" and t == 1:
-        return pallas_op("attention.ops", "decode_attention", impl)(q, keys, values, lengths + 1, impl=impl)
+        decode = pallas_op("attention.ops", "decode_attention", impl)
+        rows, heads = _kernel_specs(q, keys)
+        return on_shards(lambda q, k, v, ends: decode(q, k, v, ends, impl=impl), (heads, heads, heads, rows), heads,
+                         q, keys, values, lengths + 1)
     mask = cached_attention_mask(lengths, num_new_valid, t, keys.shape[1])
     return grouped_attention(q, keys, values, mask)
 

@@ -13,25 +13,32 @@ from jax.sharding import PartitionSpec
 from nemocascade.model.config import ModelConfig
 
 # Logical activation axes -> mesh axes (kept here so the model needs nothing from sharding.py).
-ACTIVATION_RULES = {"batch": ("data", "fsdp", "expert")}
+ACTIVATION_RULES = {"batch": ("data", "fsdp", "expert"), "heads": ("tensor",)}
 
 
 def dtype_of(name: str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}[name]
 
 
+def mesh_axes(name: str | None, dim: int) -> tuple[str, ...]:
+    """The active mesh's axes (``jax.set_mesh``) that the logical activation axis ``name`` maps to, for a
+    dimension of size ``dim``: those of size > 1, or () when there is no mesh or they do not divide ``dim``
+    (which is then left replicated)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or name is None:
+        return ()
+    axes = tuple(a for a in ACTIVATION_RULES.get(name, ()) if a in mesh.shape and mesh.shape[a] > 1)
+    size = 1
+    for a in axes:
+        size *= mesh.shape[a]
+    return axes if dim % size == 0 else ()
+
+
 def constrain(x: jax.Array, *logical: str | None) -> jax.Array:
     """``with_sharding_constraint`` by logical axes when a mesh is active (``jax.set_mesh``)."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
+    if jax.sharding.get_abstract_mesh().empty:
         return x
-    spec = []
-    for axis_index, name in enumerate(logical):
-        axes = tuple(a for a in ACTIVATION_RULES.get(name, ()) if a in mesh.shape and mesh.shape[a] > 1)
-        size = 1
-        for a in axes:
-            size *= mesh.shape[a]
-        spec.append(axes if axes and x.shape[axis_index] % size == 0 else None)
+    spec = [mesh_axes(name, dim) or None for name, dim in zip(logical, x.shape)]
     return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
 
 

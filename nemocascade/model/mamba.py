@@ -25,10 +25,11 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.kernels import pallas_op
-from nemocascade.model.layers import at_least_f32, dtype_of, param
+from nemocascade.model.kernels import on_shards, pallas_op
+from nemocascade.model.layers import at_least_f32, dtype_of, mesh_axes, param
 from nemocascade.model.ssd import segment_starts, ssd_chunked, ssd_step
 
 
@@ -63,12 +64,20 @@ def ssm_scan(x, dt, a, b, c, starts, *, chunk_size: int, initial_state, impl: st
     """The chunked SSD scan over [B, T] (shapes as ``ssd.ssd_chunked``) -> (y, final state).
 
     ``impl="xla"``: ``ssd.ssd_chunked`` (plain jnp); otherwise ``pallas_kernels.ssd.ssd_scan`` with that impl
-    (under ``"auto"`` it falls back to its XLA path for shapes its kernel does not take).
+    (under ``"auto"`` it falls back to its XLA path for shapes its kernel does not take), per device on its rows
+    and heads on a mesh (``kernels.on_shards``).
     """
     if impl == "xla":
         return ssd_chunked(x, dt, a, b, c, starts, chunk_size=chunk_size, initial_state=initial_state)
-    return pallas_op("ssd.ops", "ssd_scan", impl)(x, dt, a, b, c, starts, chunk_size=chunk_size,
-                                                  initial_state=initial_state, impl=impl)
+    scan = pallas_op("ssd.ops", "ssd_scan", impl)
+    rows = mesh_axes("batch", x.shape[0]) or None
+    heads = mesh_axes("heads", b.shape[2]) or None  # split heads only with their groups (G | H)
+    per_token = P(rows, None, heads, None)
+    state = None if initial_state is None else P(rows, heads, None, None)
+    return on_shards(lambda x, dt, a, b, c, starts, init: scan(x, dt, a, b, c, starts, chunk_size=chunk_size,
+                                                               initial_state=init, impl=impl),
+                     (per_token, P(rows, None, heads), P(heads), per_token, per_token, P(rows), state),
+                     (per_token, P(rows, heads, None, None)), x, dt, a, b, c, starts, initial_state)
 
 
 def gated_rms_norm(y, z, scale, groups: int, eps: float):

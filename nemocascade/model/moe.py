@@ -7,16 +7,30 @@ the combine weights come from the unbiased scores, optionally renormalised over 
 ``jax.lax.ragged_dot`` (no ``[tokens, experts, D]`` tensor); ``moe_impl="dense"`` is a test-only
 reference that runs every expert on every token. Shapes: ``N`` tokens, ``D`` d_model, ``E`` experts,
 ``F`` expert width, ``k`` experts per token.
+
+On a mesh (``jax.set_mesh``) the routed experts run inside ``jax.shard_map``, so that routing, sorting and the
+grouped matmuls see only a device's own tokens (left to GSPMD, the top-k and the sort are all-gathered and every
+device runs the experts on the whole batch's token copies):
+* tokens are split over the batch axes (``data``, ``fsdp``, ``expert``) that divide the batch;
+* ``expert`` > 1 (expert parallelism): a device holds ``E / expert`` experts; the tokens of its ``expert`` group
+  are all-gathered, it runs its own experts' copies and the partial outputs are reduce-scattered back;
+* ``tensor`` > 1: a device holds ``F / tensor`` of every expert's width; the down projection's partial sums are
+  all-reduced over ``tensor``;
+* ``fsdp``-sharded weights are all-gathered on entry (their gradients reduce-scattered by the transpose).
+A mesh axis that does not divide its dimension is not used for it (the dimension stays replicated).
 """
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.kernels import pallas_op
-from nemocascade.model.layers import MLP, activate, at_least_f32, dtype_of, param
+from nemocascade.model.kernels import on_shards, pallas_op
+from nemocascade.model.layers import MLP, activate, at_least_f32, dtype_of, mesh_axes, param
 
 
 def route(logits, bias, cfg: ModelConfig):
@@ -57,17 +71,11 @@ class MoE(nn.Module):
         """
         cfg = self.cfg
         b, t, d = x.shape
-        e, f, k = cfg.num_experts, cfg.expert_hidden_size, cfg.num_experts_per_tok
+        e, f = cfg.num_experts, cfg.expert_hidden_size
         dtype = dtype_of(cfg.dtype)
-        tokens = x.reshape(b * t, d)
-        stat_dtype = jnp.promote_types(dtype, jnp.float32)
-        valid_flat = valid.reshape(b * t).astype(stat_dtype)
         router = param(self, "router", (d, e), ("embed", None), nn.initializers.normal(stddev=d ** -0.5), cfg)
         # The correction bias moves in steps of router_bias_update_rate (~1e-3): kept in float32 at least.
         bias = param(self, "router_bias", (e,), (None,), nn.initializers.zeros, cfg, at_least_float32=True)
-        logits = at_least_f32(tokens) @ at_least_f32(router)
-        weights, expert_ids, scores = route(logits, bias, cfg)
-
         init_in = nn.initializers.normal(stddev=d ** -0.5)
         w_up = param(self, "w_up", (e, d, f), ("expert", "embed", "expert_mlp"), init_in, cfg).astype(dtype)
         w_gate = None
@@ -76,22 +84,99 @@ class MoE(nn.Module):
         w_down = param(self, "w_down", (e, f, d), ("expert", "expert_mlp", "embed"),
                        nn.initializers.normal(stddev=f ** -0.5), cfg).astype(dtype)
 
-        if cfg.moe_impl == "dense":
-            routed = _dense_experts(tokens, w_gate, w_up, w_down, weights, expert_ids, cfg)
-        else:
-            routed = _sorted_experts(tokens, w_gate, w_up, w_down, weights, expert_ids, cfg)
+        layout = _ShardLayout.of_active_mesh(b, e, f) if cfg.moe_impl == "ragged" else _ShardLayout()
+        routed, sums = layout.run(functools.partial(_routed_experts, cfg=cfg, layout=layout),
+                                  x, valid, router, bias, w_gate, w_up, w_down)
         y = routed
         if cfg.resolved_shared_hidden > 0:
-            y = y + MLP(cfg, cfg.resolved_shared_hidden, cfg.moe_activation, name="shared")(tokens)
+            y = y + MLP(cfg, cfg.resolved_shared_hidden, cfg.moe_activation, name="shared")(x)
+        return y, _router_stats(sums, cfg)
 
-        counts = jax.ops.segment_sum(jnp.repeat(valid_flat, k), expert_ids.reshape(-1), num_segments=e)
-        num_valid = jnp.maximum(jnp.sum(valid_flat), 1.0)
-        # Switch-style balance loss over valid tokens: E * sum_e (fraction routed to e) * (mean score of e).
-        mean_scores = jnp.sum(scores / jnp.sum(scores, -1, keepdims=True) * valid_flat[:, None], 0) / num_valid
-        balance = e * jnp.sum(counts / (num_valid * k) * mean_scores)
-        z = jnp.sum(jnp.square(jax.nn.logsumexp(logits, axis=-1)) * valid_flat) / num_valid
-        stats = {"expert_load": counts, "balance_loss": balance, "z_loss": z}
-        return y.reshape(b, t, d), stats
+
+class _ShardLayout:
+    """Which mesh axes split the MoE's tokens, experts and expert width (see the module docstring); all empty
+    (no mesh, or ``moe_impl="dense"``): :meth:`run` calls the function directly."""
+
+    def __init__(self, token_axes=(), expert_axis=None, tensor_axis=None, num_experts_per_shard=None):
+        self.token_axes = token_axes              # batch axes that split B
+        self.expert_axis = expert_axis            # "expert" when it splits E
+        self.tensor_axis = tensor_axis            # "tensor" when it splits F
+        self.num_experts_per_shard = num_experts_per_shard
+
+    @classmethod
+    def of_active_mesh(cls, batch: int, num_experts: int, expert_hidden: int) -> "_ShardLayout":
+        mesh = jax.sharding.get_abstract_mesh()
+        if mesh.empty:
+            return cls()
+        size = lambda axis: mesh.shape.get(axis, 1)
+        expert_axis = "expert" if size("expert") > 1 and num_experts % size("expert") == 0 else None
+        tensor_axis = "tensor" if size("tensor") > 1 and expert_hidden % size("tensor") == 0 else None
+        return cls(mesh_axes("batch", batch), expert_axis, tensor_axis,
+                   num_experts // size("expert") if expert_axis else None)
+
+    @property
+    def gathers_tokens(self) -> bool:
+        """Expert parallelism over an axis that also splits the tokens: they are all-gathered over it."""
+        return self.expert_axis is not None and self.expert_axis in self.token_axes
+
+    def run(self, fn, x, valid, router, bias, w_gate, w_up, w_down):
+        """``fn(x, valid, router, bias, w_gate, w_up, w_down) -> (routed [B, T, D], stat sums)`` on each
+        device's shards (``jax.shard_map``), or directly when nothing is split."""
+        tokens = P(self.token_axes or None)
+        w_in, w_out = P(self.expert_axis, None, self.tensor_axis), P(self.expert_axis, self.tensor_axis, None)
+        return on_shards(fn, (tokens, tokens, P(), P(), None if w_gate is None else w_in, w_in, w_out),
+                         (tokens, P()), x, valid, router, bias, w_gate, w_up, w_down)
+
+
+def _routed_experts(x, valid, router, bias, w_gate, w_up, w_down, *, cfg: ModelConfig, layout: _ShardLayout):
+    """One device's part of the routed experts: x [b, T, D] (its tokens), the expert weights it holds ->
+    (routed outputs [b, T, D], stat sums over all devices' tokens (see :func:`_stat_sums`))."""
+    b, t, d = x.shape
+    if layout.gathers_tokens:
+        x = jax.lax.all_gather(x, layout.expert_axis, axis=0, tiled=True)
+        valid = jax.lax.all_gather(valid, layout.expert_axis, axis=0, tiled=True)
+    tokens = x.reshape(-1, d)
+    logits = at_least_f32(tokens) @ at_least_f32(router)
+    weights, expert_ids, scores = route(logits, bias, cfg)
+    if cfg.moe_impl == "dense":
+        routed = _dense_experts(tokens, w_gate, w_up, w_down, weights, expert_ids, cfg)
+    else:
+        first = 0 if layout.expert_axis is None else jax.lax.axis_index(layout.expert_axis) * w_up.shape[0]
+        routed = _sorted_experts(tokens, w_gate, w_up, w_down, weights, expert_ids, first, cfg)
+    routed = routed.reshape(x.shape)
+    if layout.tensor_axis is not None:
+        routed = jax.lax.psum(routed, layout.tensor_axis)
+    if layout.gathers_tokens:
+        routed = jax.lax.psum_scatter(routed, layout.expert_axis, scatter_dimension=0, tiled=True)
+    elif layout.expert_axis is not None:
+        routed = jax.lax.psum(routed, layout.expert_axis)
+    valid = valid.reshape(-1)
+    if layout.gathers_tokens:  # each device counts its own tokens' routing, a slice of its group's
+        own = [jax.lax.dynamic_slice_in_dim(a, jax.lax.axis_index(layout.expert_axis) * b * t, b * t)
+               for a in (logits, scores, expert_ids, valid)]
+        logits, scores, expert_ids, valid = own
+    sums = _stat_sums(logits, scores, expert_ids, valid, cfg)
+    return routed, jax.lax.psum(sums, layout.token_axes) if layout.token_axes else sums
+
+
+def _stat_sums(logits, scores, expert_ids, valid, cfg: ModelConfig) -> dict:
+    """Sums over the valid tokens of logits f32[N, E] / scores f32[N, E] / expert_ids int32[N, k]:
+    ``counts`` [E] copies per expert, ``scores`` [E] normalised scores, ``z`` squared logsumexp, ``tokens``."""
+    valid = valid.astype(logits.dtype)
+    k = expert_ids.shape[-1]
+    return {"counts": jax.ops.segment_sum(jnp.repeat(valid, k), expert_ids.reshape(-1), num_segments=cfg.num_experts),
+            "scores": jnp.sum(scores / jnp.sum(scores, -1, keepdims=True) * valid[:, None], 0),
+            "z": jnp.sum(jnp.square(jax.nn.logsumexp(logits, axis=-1)) * valid),
+            "tokens": jnp.sum(valid)}
+
+
+def _router_stats(sums: dict, cfg: ModelConfig) -> dict:
+    """The MoE statistics (see ``MoE``) from the batch's :func:`_stat_sums`."""
+    e, k = cfg.num_experts, cfg.num_experts_per_tok
+    num_valid = jnp.maximum(sums["tokens"], 1.0)
+    # Switch-style balance loss over valid tokens: E * sum_e (fraction routed to e) * (mean score of e).
+    balance = e * jnp.sum(sums["counts"] / (num_valid * k) * sums["scores"] / num_valid)
+    return {"expert_load": sums["counts"], "balance_loss": balance, "z_loss": sums["z"] / num_valid}
 
 
 def _expert_ffn(x, w_gate, w_up, w_down, group_sizes, cfg):
@@ -100,15 +185,24 @@ def _expert_ffn(x, w_gate, w_up, w_down, group_sizes, cfg):
     return expert_matmul(activate(cfg.moe_activation, gate, up), w_down, group_sizes, cfg.kernel_impl)
 
 
-def _sorted_experts(tokens, w_gate, w_up, w_down, weights, expert_ids, cfg):
-    """Token copies sorted by expert -> ragged grouped matmuls -> weighted scatter-add back. [N, D]."""
+def _sorted_experts(tokens, w_gate, w_up, w_down, weights, expert_ids, first_expert, cfg):
+    """Token copies sorted by expert -> ragged grouped matmuls -> weighted scatter-add back. [N, D].
+
+    The weights hold experts ``first_expert .. first_expert + E_local - 1`` (all E without expert
+    parallelism): the copies of those experts are sorted to the front (by ``(id - first) mod E``), the
+    grouped matmuls run on them and the other copies contribute nothing.
+    """
     n, k = expert_ids.shape
+    num_local = w_up.shape[0]
     flat_ids = expert_ids.reshape(n * k)
-    order = jnp.argsort(flat_ids, stable=True)
+    order = jnp.argsort((flat_ids - first_expert) % cfg.num_experts, stable=True)
     source_token = order // k
-    group_sizes = jnp.bincount(flat_ids, length=cfg.num_experts).astype(jnp.int32)
+    counts = jnp.bincount(flat_ids, length=cfg.num_experts).astype(jnp.int32)
+    group_sizes = jax.lax.dynamic_slice(counts, (first_expert,), (num_local,))
     out_sorted = _expert_ffn(tokens[source_token], w_gate, w_up, w_down, group_sizes, cfg)
     combine = weights.reshape(n * k)[order].astype(out_sorted.dtype)
+    if num_local < cfg.num_experts:  # rows past the local experts' copies belong to other devices
+        combine = jnp.where(jnp.arange(n * k) < jnp.sum(group_sizes), combine, 0)
     return jnp.zeros_like(tokens).at[source_token].add(out_sorted * combine[:, None])
 
 

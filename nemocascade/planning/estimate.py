@@ -174,7 +174,8 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
         other_models=wl.resident_models * layout.device_bytes,
         grads=layout.device_bytes * (2 if wl.grad_accum_steps > 1 else 1),
         activations=tokens_per_device * memory.activation_bytes_per_token(
-            cfg, axis_sizes["tensor"], wl.seq_len, lm_head_loss=wl.lm_head_loss)
+            cfg, axis_sizes["tensor"], wl.seq_len, lm_head_loss=wl.lm_head_loss,
+            gather=memory.expert_gather(cfg, micro_rows, axis_sizes))
         + (memory.lm_head_workspace_bytes(cfg, micro_rows // split, wl.seq_len, axis_sizes["tensor"])
            if wl.lm_head_loss else 0),
         layer_gather=layout.gathered_layer_elements * compute_bytes)

@@ -16,7 +16,10 @@ both parts):
              ``+ 4 H_t`` (the flash kernels' log-sum-exp).
   moe        ``2Dc + 8E`` (router logits and scores, f32) ``+ k (2D + (g+1) F_t) c`` (token copies sorted by
              expert, their outputs, up[/gate] projections and the activation; ``g`` = 1 for SwiGLU, 0
-             for squared ReLU) ``+ (g+1) Fs_t c`` (shared expert).
+             for squared ReLU) ``+ (g+1) Fs_t c`` (shared expert). With expert parallelism over an ``expert``
+             axis of size ``X`` that splits the tokens and divides ``E`` (``model/moe.py``), a device
+             all-gathers its expert group's tokens: the router terms and the token copies are ``X`` times
+             larger, plus the gathered input ``X Dc``.
   mlp        ``2Dc + (g+1) Fm_t c``.
   mamba      (``Hm`` SSM heads of width ``P``, ``G`` groups, state ``N``, ``C = Hm P + 2GN`` conv channels,
              ``Q = min(chunk, L)``) ``2Dc + 2 Hm_t P c`` (z, the gated-norm output) ``+ 3Cc`` (projections
@@ -66,8 +69,18 @@ def batch_split(rows: int, axis_sizes: Mapping[str, int]) -> int:
     return ways if rows % ways == 0 else 1
 
 
-def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int) -> tuple[int, int]:
-    """(bytes kept per token under ``remat="none"``, under ``remat="dots"`` without the block input)."""
+def expert_gather(cfg: model_lib.ModelConfig, rows: int, axis_sizes: Mapping[str, int]) -> int:
+    """How many devices' tokens an MoE layer gathers (``model/moe.py``): the ``expert`` axis size when it splits
+    ``rows`` (see :func:`batch_split`) and the experts, else 1."""
+    ways = axis_sizes.get("expert", 1)
+    if ways > 1 and batch_split(rows, axis_sizes) > 1 and cfg.num_experts % ways == 0:
+        return ways
+    return 1
+
+
+def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int, gather: int) -> tuple[int, int]:
+    """(bytes kept per token under ``remat="none"``, under ``remat="dots"`` without the block input);
+    ``gather``: see :func:`expert_gather`."""
     c = np.dtype(dtype_of(cfg.dtype)).itemsize
     d, dh = cfg.d_model, cfg.resolved_head_dim
     gated = lambda act: 1 if act == "swiglu" else 0  # noqa: E731
@@ -82,8 +95,9 @@ def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int) -> 
         g = gated(cfg.moe_activation)
         f, fs = _split(cfg.expert_hidden_size, tensor), _split(cfg.resolved_shared_hidden, tensor)
         shared = (g + 1) * fs * c
-        full += 2 * d * c + 2 * F32 * cfg.num_experts + cfg.num_experts_per_tok * (2 * d + (g + 1) * f) * c + shared
-        dots += F32 * cfg.num_experts + (shared + d * c if fs else 0)
+        routed = 2 * F32 * cfg.num_experts + cfg.num_experts_per_tok * (2 * d + (g + 1) * f) * c
+        full += 2 * d * c + gather * routed + (gather * d * c if gather > 1 else 0) + shared
+        dots += gather * F32 * cfg.num_experts + (shared + d * c if fs else 0)
     elif "mlp" in kind:
         g = gated(cfg.mlp_activation)
         fm = _split(cfg.mlp_hidden_size, tensor)
@@ -103,11 +117,12 @@ def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int) -> 
 
 
 def activation_bytes_per_token(cfg: model_lib.ModelConfig, tensor: int, seq_len: int, *,
-                               lm_head_loss: bool = True) -> int:
-    """Bytes kept for the backward per token of the whole model under ``cfg.remat`` (module docstring)."""
+                               lm_head_loss: bool = True, gather: int = 1) -> int:
+    """Bytes kept for the backward per token of the whole model under ``cfg.remat`` (module docstring);
+    ``gather``: see :func:`expert_gather`."""
     c = np.dtype(dtype_of(cfg.dtype)).itemsize
     d = cfg.d_model
-    parts = [_parts(cfg, kind, tensor, seq_len) for kind in cfg.layer_kinds]
+    parts = [_parts(cfg, kind, tensor, seq_len, gather) for kind in cfg.layer_kinds]
     if not lm_head_loss:
         head = F32 * d
     elif cfg.logits_chunk_size:
