@@ -13,7 +13,10 @@ grouped matmuls see only a device's own tokens (left to GSPMD, the top-k and the
 device runs the experts on the whole batch's token copies):
 * tokens are split over the batch axes (``data``, ``fsdp``, ``expert``) that divide the batch;
 * ``expert`` > 1 (expert parallelism): a device holds ``E / expert`` experts; the tokens of its ``expert`` group
-  are all-gathered, it runs its own experts' copies and the partial outputs are reduce-scattered back;
+  are all-gathered, it runs its own experts' copies and the partial outputs are reduce-scattered back. The
+  grouped matmuls get all ``expert * n * k`` gathered copies as one static buffer (dropless: any share may be
+  routed to this device), sorted with this device's experts' copies first (``n * k`` on average); the Pallas
+  ``gmm`` only writes zeros for row tiles past them, what ``ragged_dot`` spends on them is unmeasured;
 * ``tensor`` > 1: a device holds ``F / tensor`` of every expert's width; the down projection's partial sums are
   all-reduced over ``tensor``;
 * ``fsdp``-sharded weights are all-gathered on entry (their gradients reduce-scattered by the transpose).

@@ -56,13 +56,17 @@ class Launch:
 
 
 @contextlib.contextmanager
-def reaped():
-    """Yields ``start(config, workdir, overrides, log_path=..., env=...) -> Launch``; on exit every launch
-    started through it that still runs is SIGKILLed with its process group."""
+def reaped(compile_cache: str | None = None):
+    """Yields ``start(config, workdir, overrides, log_path=...) -> Launch``; on exit every launch started through
+    it that still runs is SIGKILLed with its process group. With ``compile_cache`` (a directory) the launches
+    share a persistent XLA compilation cache there: a relaunch loads what an earlier launch compiled."""
     launches: list[Launch] = []
+    env = {} if compile_cache is None else {
+        "JAX_COMPILATION_CACHE_DIR": compile_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
     def start(*args, **kwargs) -> Launch:
-        launches.append(Launch(*args, **kwargs))
+        launches.append(Launch(*args, env=env, **kwargs))
         return launches[-1]
 
     try:

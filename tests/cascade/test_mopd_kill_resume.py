@@ -58,21 +58,19 @@ def _file_stamps(directory):
 
 def test_cascade_killed_during_mopd_resumes_to_the_same_ledger(tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla_cache"),
-             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     mopd_ckpts = os.path.join(killed, "mopd", "checkpoints")
-    with reaped() as start:
-        start(CONFIG, straight, _overrides(), log_path=str(tmp_path / "straight.log"), env=cache).finish()
+    with reaped(str(tmp_path / "xla_cache")) as start:
+        start(CONFIG, straight, _overrides(), log_path=str(tmp_path / "straight.log")).finish()
 
-        kill_after_first_checkpoint(start(CONFIG, killed, _overrides(), log_path=str(tmp_path / "killed.log"),
-                                          env=cache), mopd_ckpts)
+        kill_after_first_checkpoint(start(CONFIG, killed, _overrides(), log_path=str(tmp_path / "killed.log")),
+                                    mopd_ckpts)
         interrupted_at = Checkpointer(mopd_ckpts, async_save=False).latest_step()
         assert interrupted_at is not None and 0 < interrupted_at < MOPD_STEPS, finished_steps(mopd_ckpts)
         before = Ledger(os.path.join(killed, "ledger.json")).entries
         assert [e["stage"] for e in before] == list(FINISHED)
         stamps = {stage: _file_stamps(os.path.join(killed, stage)) for stage in FINISHED}
 
-        out = start(CONFIG, killed, _overrides(), log_path=str(tmp_path / "resumed.log"), env=cache).finish()
+        out = start(CONFIG, killed, _overrides(), log_path=str(tmp_path / "resumed.log")).finish()
 
     # Finished stages were neither trained, evaluated nor written again.
     for stage in FINISHED:

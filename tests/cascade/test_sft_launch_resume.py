@@ -2,7 +2,8 @@
 
 Two workdirs run the same short ``experiments/sft.py`` config on a 2-device data-parallel CPU mesh: one
 straight through, one killed with SIGKILL as soon as its first checkpoint exists, then restarted. Final params,
-``metrics.jsonl`` and ``eval.json`` must be identical.
+``metrics.jsonl`` and ``eval.json`` must be identical. The launches share a persistent compilation cache (the
+relaunches load the first launch's executables).
 """
 import json
 import os
@@ -27,7 +28,7 @@ def _read(path):
 def test_sigkill_mid_run_then_resume_is_bit_exact(tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     ckpt_dir = os.path.join(killed, "checkpoints")
-    with reaped() as start:
+    with reaped(str(tmp_path / "xla_cache")) as start:
         start("experiments/sft.py", straight, OVERRIDES, log_path=str(tmp_path / "straight.log")).finish()
         kill_after_first_checkpoint(start("experiments/sft.py", killed, OVERRIDES,
                                           log_path=str(tmp_path / "killed.log")), ckpt_dir)

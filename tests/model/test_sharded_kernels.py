@@ -66,7 +66,6 @@ def _assert_same(run, ref, rtol, atol):
 
 
 @pytest.mark.parametrize("rows,axes", [
-    (8, dict(data=8)),                        # tokens split 8 ways
     (8, dict(expert=4, data=2)),              # 2 experts per device; tokens gathered over expert, reduce-scattered
     (8, dict(expert=2, fsdp=2, tensor=2)),    # + half of each expert's width per device, fsdp-gathered weights
     (2, dict(expert=8)),                      # 2 rows: replicated tokens, 1 expert per device, outputs all-reduced
