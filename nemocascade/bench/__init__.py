@@ -1,2 +1,2 @@
-"""Benchmarks (``python -m nemocascade.bench.model``, ``python -m nemocascade.bench.rollout``): they print
+"""Benchmarks (``python -m nemocascade.bench.model``, ``.rollout``, ``.lm_head``, ``.sharded_cost``): they print
 what they measure; tests never assert times."""

@@ -1,8 +1,8 @@
 """What one forward + backward costs each device on a mesh: XLA's compiled FLOPs and temporary bytes.
 
-``python -m nemocascade.bench.sharded_cost --devices=8 --meshes="data=8;data=2,expert=4;fsdp=4,tensor=2"``
+``python -m nemocascade.bench.sharded_cost --cpu_devices=8 --meshes="data=8;data=2,expert=4;fsdp=4,tensor=2"``
 compiles (never runs) ``grad`` of a loss over a ``--rows`` x ``--seq`` batch of the ``--preset`` model
-(``--num_layers`` / ``--num_experts`` / ``--expert_hidden`` override it) on ``--devices`` CPU devices, once on
+(``--num_layers`` / ``--num_experts`` / ``--expert_hidden`` override it) on ``--cpu_devices`` CPU devices, once on
 one device and once per mesh (params laid out by ``sharding.param_shardings``, the batch over the batch axes),
 and prints per device the compiled FLOPs (``cost_analysis``) and temporary bytes (``memory_analysis``), and the
 FLOPs as a fraction of the one-device program's. Work that the mesh splits shows as ~1 / devices; work that
@@ -23,7 +23,7 @@ _NUM_EXPERTS = flags.DEFINE_integer("num_experts", 16, "Experts (0: the preset's
 _EXPERT_HIDDEN = flags.DEFINE_integer("expert_hidden", 256, "Expert width F (0: the preset's).")
 _ROWS = flags.DEFINE_integer("rows", 32, "Sequences in the batch.")
 _SEQ = flags.DEFINE_integer("seq", 128, "Tokens per sequence.")
-_DEVICES = flags.DEFINE_integer("devices", 8, "CPU devices (XLA's host platform).")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 8, "CPU devices (XLA's host platform).")
 _MESHES = flags.DEFINE_string("meshes", "data=8;data=2,expert=4", "Meshes, ';'-separated, each axis=size,...")
 
 
@@ -33,7 +33,7 @@ def parse_mesh(text: str) -> dict[str, int]:
     for part in text.split(","):
         name, sep, size = part.partition("=")
         if not sep or not size.strip().lstrip("-").isdigit():
-            raise ValueError(f"--meshes: expected axis=size, got {part!r} in {text!r}")
+            raise app.UsageError(f"--meshes: expected axis=size, got {part!r} in {text!r}")
         axes[name.strip()] = int(size)
     return axes
 
@@ -64,7 +64,7 @@ def per_device_cost(cfg: model_lib.ModelConfig, rows: int, seq: int, axes: dict 
 
 def main(argv):
     del argv
-    jax.config.update("jax_num_cpu_devices", _DEVICES.value)
+    jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
     overrides = {name: flag.value for name, flag in (("num_layers", _NUM_LAYERS), ("num_experts", _NUM_EXPERTS),
                                                     ("expert_hidden_size", _EXPERT_HIDDEN)) if flag.value}
     cfg = getattr(model_lib.presets, _PRESET.value)().replace(**overrides)

@@ -1,19 +1,11 @@
 """`python -m nemocascade.bench.lm_head` on CPU at a small size: every chunk size prints a row, the loss is
 the same on every path, and the chunked programs need less temporary memory than the full logits."""
-import os
-import subprocess
-import sys
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_testing import run_bench
 
 
 def test_prints_one_row_per_chunk_with_the_same_loss():
-    result = subprocess.run(
-        [sys.executable, "-m", "nemocascade.bench.lm_head", "--rows=2", "--seq=512", "--d_model=32",
-         "--vocab=1024", "--chunks=0,64,100", "--dtype=float32", "--repeats=1"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = run_bench("lm_head", "--rows=2", "--seq=512", "--d_model=32", "--vocab=1024", "--chunks=0,64,100",
+                      "--dtype=float32", "--repeats=1")
     assert "f32 logits would be 4.0 MiB" in lines[0]
     rows = [line.split() for line in lines[2:]]
     assert [row[0] for row in rows] == ["full", "64", "100"]

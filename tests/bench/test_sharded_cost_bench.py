@@ -2,24 +2,13 @@
 each device compiles ~1/8 of the one-device FLOPs. Before the MoE ran under shard_map (model/moe.py), XLA
 all-gathered the routing, so every device ran the experts on the whole batch: 0.69 (data=8), 0.21
 (data=2,expert=4) and 0.37 (data=4,tensor=2) of the one-device FLOPs at this size."""
-import os
-import subprocess
-import sys
-
 import pytest
-
-from nemocascade.bench.sharded_cost import parse_mesh
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_testing import run_bench
 
 
 def test_each_device_compiles_an_eighth_of_the_work():
-    result = subprocess.run(
-        [sys.executable, "-m", "nemocascade.bench.sharded_cost", "--rows=16", "--seq=32", "--num_layers=1",
-         "--num_experts=8", "--expert_hidden=64", "--devices=8", "--meshes=data=8;data=2,expert=4;data=4,tensor=2"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-    assert result.returncode == 0, result.stderr[-4000:]
-    lines = result.stdout.splitlines()
+    lines = run_bench("sharded_cost", "--rows=16", "--seq=32", "--num_layers=1", "--num_experts=8",
+                      "--expert_hidden=64", "--cpu_devices=8", "--meshes=data=8;data=2,expert=4;data=4,tensor=2")
     assert "16 rows x 32 tokens, 8 CPU devices" in lines[0]
     rows = {line.split()[0]: [float(x) for x in line.split()[-3:]] for line in lines[2:]}
     assert list(rows) == ["one", "data=8", "data=2,expert=4", "data=4,tensor=2"]
@@ -29,7 +18,6 @@ def test_each_device_compiles_an_eighth_of_the_work():
         assert temp_mib < rows["one"][2] / 2, (mesh, temp_mib)
 
 
-def test_mesh_flag_errors_name_the_bad_part():
-    assert parse_mesh("data=2, expert=4") == {"data": 2, "expert": 4}
-    with pytest.raises(ValueError, match=r"expected axis=size, got 'data:2'"):
-        parse_mesh("data:2")
+def test_a_bad_mesh_flag_is_a_usage_error_naming_it():
+    with pytest.raises(AssertionError, match=r"--meshes: expected axis=size, got 'data:2' in 'data:2'"):
+        run_bench("sharded_cost", "--meshes=data:2")
