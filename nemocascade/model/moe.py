@@ -100,11 +100,10 @@ class _ShardLayout:
     """Which mesh axes split the MoE's tokens, experts and expert width (see the module docstring); all empty
     (no mesh, or ``moe_impl="dense"``): :meth:`run` calls the function directly."""
 
-    def __init__(self, token_axes=(), expert_axis=None, tensor_axis=None, num_experts_per_shard=None):
+    def __init__(self, token_axes=(), expert_axis=None, tensor_axis=None):
         self.token_axes = token_axes              # batch axes that split B
         self.expert_axis = expert_axis            # "expert" when it splits E
         self.tensor_axis = tensor_axis            # "tensor" when it splits F
-        self.num_experts_per_shard = num_experts_per_shard
 
     @classmethod
     def of_active_mesh(cls, batch: int, num_experts: int, expert_hidden: int) -> "_ShardLayout":
@@ -114,8 +113,7 @@ class _ShardLayout:
         size = lambda axis: mesh.shape.get(axis, 1)
         expert_axis = "expert" if size("expert") > 1 and num_experts % size("expert") == 0 else None
         tensor_axis = "tensor" if size("tensor") > 1 and expert_hidden % size("tensor") == 0 else None
-        return cls(mesh_axes("batch", batch), expert_axis, tensor_axis,
-                   num_experts // size("expert") if expert_axis else None)
+        return cls(mesh_axes("batch", batch), expert_axis, tensor_axis)
 
     @property
     def gathers_tokens(self) -> bool:
