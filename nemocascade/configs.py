@@ -21,9 +21,10 @@ def model_config(preset: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dataclasses.asdict(factory()))
 
 
-def mesh_config(*, data: int = -1, fsdp: int = 1, expert: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
-    """Mesh axis sizes; one axis may be -1 (all remaining devices)."""
-    return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, expert=expert, tensor=tensor))
+def mesh_config(*, data: int = -1, fsdp: int = 1, expert: int = 1, sequence: int = 1,
+                tensor: int = 1) -> ml_collections.ConfigDict:
+    """Mesh axis sizes (``sharding.MESH_AXES``); one axis may be -1 (all remaining devices)."""
+    return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, expert=expert, sequence=sequence, tensor=tensor))
 
 
 def optimizer_config(*, learning_rate: float, schedule: str = "constant", warmup_steps: int = 0,

@@ -20,7 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from nemocascade import hardware
-from nemocascade.planning import HEADROOM, Plan, make_plan, stage_names
+from nemocascade.planning import HEADROOM, Plan, make_plan, memory, stage_names
 
 GIB = 2 ** 30
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path.py[:preset]).",
@@ -58,6 +58,10 @@ def make_topology(name: str | None, devices: int | None, hbm_gib: float | None,
     return topo
 
 
+def _sequence_note(ways: int) -> str:
+    return f", each row's tokens {ways} ways (sequence parallelism)" if ways > 1 else ""
+
+
 def _gib(n: float) -> str:
     return f"{n / GIB:10.2f}"
 
@@ -79,8 +83,9 @@ def render(plan: Plan, mfu: float) -> str:
         f"model: {counts['total'] / 1e9:.2f}B params, {counts['active'] / 1e9:.2f}B active; param_dtype "
         f"{cfg.param_dtype}, dtype {cfg.dtype}, remat {cfg.remat}, kernel_impl {cfg.kernel_impl}",
         f"step: {wl.rows} rows x {wl.seq_len} tokens = {wl.tokens:,} tokens; grad_accum_steps "
-        f"{wl.grad_accum_steps}; micro-batch rows split {plan.batch_split} ways = {plan.tokens_per_device:,} "
-        f"tokens per device",
+        f"{wl.grad_accum_steps}; micro-batch rows split {plan.batch_split} ways"
+        f"{_sequence_note(memory.sequence_split(wl.seq_len, plan.axis_sizes))} = {plan.tokens_per_device:,} tokens "
+        f"per device",
         "",
         f"{'per device':<30}{'GiB':>10}",
     ]

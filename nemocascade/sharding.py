@@ -1,10 +1,12 @@
 """The device mesh and how params and batches are laid out on it.
 
 Mesh axes: ``data`` (pure data parallel), ``fsdp`` (data parallel with parameters sharded along their
-``embed`` dimension), ``expert`` (experts split across devices; the batch is split over it too) and
-``tensor`` (heads / hidden widths / vocabulary split). Parameters carry logical axis names (see
-``model/``); ``LOGICAL_AXIS_RULES`` maps them onto mesh axes. A dimension that a mesh axis does not
-divide evenly is replicated rather than sharded unevenly.
+``embed`` dimension), ``expert`` (experts split across devices; the batch is split over it too),
+``sequence`` (sequence parallelism: the model splits each row's tokens over it in training and scoring, see
+``model/``; parameters are split over it like over ``fsdp``, so its devices share the weights' memory) and
+``tensor`` (heads / hidden widths / vocabulary split). Parameters carry logical axis names (see ``model/``);
+``LOGICAL_AXIS_RULES`` maps them onto mesh axes (one, or several that split the dimension together). A
+dimension that the axes' product does not divide evenly is replicated rather than sharded unevenly.
 """
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from nemocascade import model as model_lib
 from nemocascade.model.layers import ACTIVATION_RULES
 
-MESH_AXES = ("data", "fsdp", "expert", "tensor")
+MESH_AXES = ("data", "fsdp", "expert", "sequence", "tensor")
 BATCH_AXES = ACTIVATION_RULES["batch"]   # the model constrains its activations' batch dim the same way
-LOGICAL_AXIS_RULES: dict[str, str | None] = {
+LOGICAL_AXIS_RULES: dict[str, str | tuple[str, ...] | None] = {
     "vocab": "tensor",
-    "embed": "fsdp",
+    "embed": ("fsdp", "sequence"),
     "heads": "tensor",
     "kv_heads": "tensor",
     "head_dim": None,
@@ -49,8 +51,8 @@ def _axes_dict(axes: Any) -> dict[str, Any]:
     if hasattr(axes, "to_dict"):
         axes = axes.to_dict()
     if not isinstance(axes, Mapping):
-        raise TypeError(f"mesh axes must be a mapping of {MESH_AXES} to sizes or a tuple of 4 sizes, got "
-                        f"{type(axes).__name__}")
+        raise TypeError(f"mesh axes must be a mapping of {MESH_AXES} to sizes or a tuple of {len(MESH_AXES)} sizes, "
+                        f"got {type(axes).__name__}")
     return dict(axes)
 
 
@@ -89,7 +91,7 @@ def make_mesh(axes: Any, devices=None) -> Mesh:
     """A mesh over ``devices`` (default: all) with Auto axis types, axes in ``MESH_AXES`` order.
 
     ``axes``: ``{"data": 2, "fsdp": -1, ...}`` (a dict or ``ml_collections.ConfigDict``; missing axes are 1,
-    one axis may be -1 = the remaining devices) or a tuple ``(data, fsdp, expert, tensor)``. The sizes'
+    one axis may be -1 = the remaining devices) or a tuple ``(data, fsdp, expert, sequence, tensor)``. The sizes'
     product must equal the number of devices.
     """
     devices = list(jax.devices() if devices is None else devices)
@@ -103,12 +105,14 @@ def _spec_for(shape, logical: PartitionSpec, mesh: Mesh) -> PartitionSpec:
     used: set[str] = set()
     out = []
     for dim, name in zip(shape, tuple(logical) + (None,) * (len(shape) - len(logical))):
-        axis = LOGICAL_AXIS_RULES.get(name) if name is not None else None
-        if axis is None or axis in used or mesh.shape[axis] == 1 or dim % mesh.shape[axis]:
+        rule = LOGICAL_AXIS_RULES.get(name) if name is not None else None
+        rule = () if rule is None else (rule,) if isinstance(rule, str) else rule
+        axes = tuple(a for a in rule if a not in used and mesh.shape[a] > 1)
+        if not axes or dim % math.prod(mesh.shape[a] for a in axes):
             out.append(None)
         else:
-            out.append(axis)
-            used.add(axis)
+            out.append(axes[0] if len(axes) == 1 else axes)
+            used.update(axes)
     return PartitionSpec(*out)
 
 

@@ -98,7 +98,7 @@ def nano_sft():
 def test_nano30b_on_8xh100_matches_hand_computed_numbers(nano_sft):
     p = make_plan(nano_sft, hardware.topology("8xH100"))
     cfg, counts = p.cfg, p.param_count
-    assert p.axis_sizes == dict(data=1, fsdp=8, expert=1, tensor=1)
+    assert p.axis_sizes == dict(data=1, fsdp=8, expert=1, sequence=1, tensor=1)
     # Params: float32, every matrix split 8 ways on its d_model dimension; norms / per-head scalars replicated.
     assert p.bytes["params"] == pytest.approx(counts["total"] * 4 / 8, rel=0.01)
     assert 14 * GIB < p.bytes["params"] < 15 * GIB
@@ -201,6 +201,31 @@ def test_expert_parallel_moe_gathers_its_groups_tokens():
     routed = 2 * 4 * e + k * (2 * d + 2 * f) * c    # f32 router logits and scores; SwiGLU copies
     gathered, local = (memory.activation_bytes_per_token(TINY, 1, 64, gather=ways) for ways in (4, 1))
     assert TINY.remat == "none" and gathered - local == TINY.num_layers * (3 * routed + 4 * d * c)
+
+
+def test_sequence_parallelism_splits_a_rows_tokens_and_adds_the_gathered_keys_and_values(nano_sft):
+    """model/attention.py all-gathers K and V over ``sequence`` ((sequence - 1) x 2 K Dh c more per local token
+    and attention layer) and recomputes its query chunks in the backward (no f32 [H, L] probabilities kept, one
+    chunk's scores transient); a row's tokens are split over ``sequence`` when it divides them."""
+    assert memory.sequence_split(2048, dict(sequence=4)) == 4
+    assert memory.sequence_split(2050, dict(sequence=4)) == 1
+    cfg = m.presets.nano30b().replace(remat="none")
+    assert cfg.kernel_impl == "xla"
+    split, whole = (memory.activation_bytes_per_token(cfg, 1, 2048, sequence=ways) for ways in (4, 1))
+    attention_layers = sum("attention" in kind for kind in cfg.layer_kinds)
+    gathered_kv = 3 * 2 * cfg.num_kv_heads * cfg.resolved_head_dim * 2
+    assert split - whole == attention_layers * (gathered_kv - 4 * cfg.num_heads * 2048)
+    # One chunk of 512 queries (2048 / 4 tokens per shard; 2**22 / 2048 pairs allows more) x 2048 keys, f32 x 2.
+    assert memory.sequence_attention_workspace_bytes(cfg, 3, 2048, 1, 4) == 3 * 8 * cfg.num_heads * 512 * 2048
+    assert memory.sequence_attention_workspace_bytes(cfg, 3, 262144, 1, 4) == 3 * 8 * cfg.num_heads * 16 * 262144
+    assert memory.sequence_attention_workspace_bytes(cfg, 3, 2048, 1, 1) == 0
+    config = nano_sft.copy_and_resolve_references()
+    config.mesh.fsdp, config.mesh.sequence, config.data.batch_size = -1, 4, 2
+    with pytest.raises(ValueError, match="sequence parallelism.*kernel_impl=xla"):
+        make_plan(config, hardware.topology("8xH100"))
+    config.model.kernel_impl = "xla"
+    p = make_plan(config, hardware.topology("8xH100"))
+    assert (p.axis_sizes["fsdp"], p.batch_split, p.tokens_per_device) == (2, 2, 2048 // 4)
 
 
 def _cli(*args):

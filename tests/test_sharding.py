@@ -25,7 +25,8 @@ def reference():
     return params, tokens, seg, logits, grads
 
 
-@pytest.mark.parametrize("axes", [dict(data=2, fsdp=2, tensor=2), dict(expert=8), dict(fsdp=4, expert=2)])
+@pytest.mark.parametrize("axes", [dict(data=2, fsdp=2, tensor=2), dict(expert=8), dict(fsdp=4, expert=2),
+                                  dict(fsdp=2, sequence=2, tensor=2)])
 def test_sharded_forward_and_grad_equal_single_device(reference, axes):
     params, tokens, seg, logits_ref, grads_ref = reference
     mesh = sharding.make_mesh(axes)
@@ -38,6 +39,15 @@ def test_sharded_forward_and_grad_equal_single_device(reference, axes):
     np.testing.assert_allclose(logits, logits_ref, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_embed_dimension_is_split_over_fsdp_and_sequence_together():
+    specs = sharding.param_partition_specs(sharding.make_mesh(dict(fsdp=2, sequence=4)), CFG)
+    assert specs["layer_0"]["attention"]["wq"] == jax.sharding.PartitionSpec(("fsdp", "sequence"), None, None)
+    specs = sharding.param_partition_specs(sharding.make_mesh(dict(sequence=2, tensor=4)), CFG)
+    assert specs["layer_0"]["attention"]["wo"] == jax.sharding.PartitionSpec("tensor", None, "sequence")
+    specs = sharding.param_partition_specs(sharding.make_mesh(dict(fsdp=8)), CFG.replace(d_model=36, num_heads=2))
+    assert specs["layer_0"]["attention"]["wq"] == jax.sharding.PartitionSpec(None, None, None)  # 8 does not divide 36
 
 
 def test_params_are_born_sharded():
@@ -58,7 +68,7 @@ def test_mesh_errors_are_clear():
         sharding.make_mesh(dict(model=8))
     with pytest.raises(ValueError, match="only one mesh axis may be -1"):
         sharding.make_mesh(dict(data=-1, fsdp=-1))
-    with pytest.raises(ValueError, match="need 4 entries"):
+    with pytest.raises(ValueError, match="need 5 entries"):
         sharding.make_mesh((2, 4))
     with pytest.raises(TypeError, match="mesh axis sizes must be ints"):
         sharding.make_mesh(dict(data=8.0))
@@ -66,9 +76,9 @@ def test_mesh_errors_are_clear():
 
 
 def test_mesh_from_tuple_and_config_dict_with_auto_axes():
-    mesh = sharding.make_mesh((1, 2, 2, 2))
-    assert dict(mesh.shape) == dict(data=1, fsdp=2, expert=2, tensor=2)
+    mesh = sharding.make_mesh((1, 2, 2, 1, 2))
+    assert dict(mesh.shape) == dict(data=1, fsdp=2, expert=2, sequence=1, tensor=2)
     assert all(t == jax.sharding.AxisType.Auto for t in mesh.axis_types)
     from nemocascade import configs
     assert dict(sharding.make_mesh(configs.mesh_config(data=-1, expert=4)).shape) == dict(data=2, fsdp=1, expert=4,
-                                                                                          tensor=1)
+                                                                                          sequence=1, tensor=1)

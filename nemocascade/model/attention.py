@@ -11,16 +11,31 @@ Backends (``cfg.kernel_impl``): "xla" runs ``grouped_attention`` below; the Pall
 (decode attention). A cached call with several tokens runs the XLA path, except a prefill into an empty
 cache (``Attention(prefill=True)``), which is self-attention of the new tokens and so runs flash attention.
 On a mesh the kernels run per device on its rows and heads (``kernels.on_shards``).
+
+Sequence parallelism (``Attention(split_length=True)`` on a mesh whose ``sequence`` axis divides T): each
+device holds T/S consecutive tokens of its rows; it all-gathers the keys, values and segment ids over
+``sequence`` and attends its queries (global slots ``offset + t``) to all of them (XLA path only), in chunks of
+``sequence_query_chunk(T)`` queries that the backward recomputes: what a layer keeps for the backward is q, the
+gathered k/v and the output, not the f32 [H, T/S, T] probabilities.
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.kernels import on_shards, pallas_op
+from nemocascade.model.kernels import on_shards, pallas_op, require_xla_for_sequence_parallelism
 from nemocascade.model.layers import RMSNorm, apply_rope, at_least_f32, dtype_of, mesh_axes, param
+
+
+def sequence_query_chunk(num_keys: int) -> int:
+    """Queries per chunk of a sequence-parallel shard's attention over ``num_keys`` keys: up to 512, and at most
+    2**22 query-key pairs (16 MiB of f32 scores per row and head)."""
+    return max(1, min(512, 2 ** 22 // num_keys))
 
 
 def grouped_attention(q, k, v, mask):
@@ -71,21 +86,67 @@ def cached_attention_mask(lengths, num_new_valid, t, s):
     return (key_slot <= query_slot[:, :, None]) & written
 
 
-def self_attention(q, k, v, segment_ids, impl: str):
-    """Causal attention inside segments (no cache). q [B,T,H,Dh], k/v [B,T,K,Dh] -> [B,T,H,Dh]."""
+def self_attention(q, k, v, segment_ids, impl: str, *, split_length: bool = False):
+    """Causal attention inside segments (no cache). q [B,T,H,Dh], k/v [B,T,K,Dh] -> [B,T,H,Dh].
+
+    ``split_length``: T may be split over the ``sequence`` mesh axis (see the module docstring).
+    """
+    sequence = mesh_axes("length", q.shape[1]) if split_length else ()
+    if sequence:
+        require_xla_for_sequence_parallelism(impl, "attention")
+        tokens, heads = _kernel_specs(q, k, sequence)
+        return on_shards(functools.partial(_sequence_shard_attention, sequence=sequence),
+                         (heads, heads, heads, tokens), heads, q, k, v, segment_ids)
     if impl == "xla":
         return grouped_attention(q, k, v, self_attention_mask(segment_ids))
     flash = pallas_op("attention.ops", "flash_attention", impl)
-    rows, heads = _kernel_specs(q, k)
+    tokens, heads = _kernel_specs(q, k)
     return on_shards(lambda q, k, v, segs: flash(q, k, v, segment_ids=segs, causal=True, impl=impl),
-                     (heads, heads, heads, rows), heads, q, k, v, segment_ids)
+                     (heads, heads, heads, tokens), heads, q, k, v, segment_ids)
 
 
-def _kernel_specs(q, k):
-    """(spec of per-row arrays [B, ...], spec of [B, T, heads, Dh] arrays) for a Pallas kernel on the active
-    mesh: rows over the batch axes, heads over ``tensor`` when it divides the KV heads."""
-    rows = mesh_axes("batch", q.shape[0]) or None
-    return P(rows), P(rows, None, mesh_axes("heads", k.shape[2]) or None, None)
+def _kernel_specs(q, k, sequence=()):
+    """(spec of per-token arrays [B, T], spec of [B, T, heads, Dh] arrays) for a per-device call on the active
+    mesh: rows over the batch axes, tokens over ``sequence`` (the given axes), heads over ``tensor`` when it
+    divides the KV heads."""
+    rows, tokens = mesh_axes("batch", q.shape[0]) or None, sequence or None
+    return P(rows, tokens), P(rows, tokens, mesh_axes("heads", k.shape[2]) or None, None)
+
+
+def _sequence_shard_attention(q, k, v, segment_ids, *, sequence):
+    """One device's queries q [b, t, h, Dh] (global slots ``index * t + i`` along ``sequence``) over the keys and
+    values of all its rows' tokens, all-gathered."""
+    keys, values, key_segments = (jax.lax.all_gather(a, sequence, axis=1, tiled=True) for a in (k, v, segment_ids))
+    return chunked_query_attention(q, segment_ids, keys, values, key_segments,
+                                   jax.lax.axis_index(sequence) * q.shape[1],
+                                   query_chunk=sequence_query_chunk(keys.shape[1]))
+
+
+def chunked_query_attention(q, segment_ids, keys, values, key_segments, first_slot, *, query_chunk: int):
+    """Self-attention of the queries at slots ``first_slot + i`` of their rows over the rows' tokens, chunk by chunk.
+
+    q [B, T, H, Dh], segment_ids int32[B, T], keys/values [B, S, K, Dh], key_segments int32[B, S] (slots 0..S-1),
+    first_slot: int32 scalar -> [B, T, H, Dh]. Query chunks of ``query_chunk`` (T is zero-padded to a multiple)
+    run one at a time under ``jax.checkpoint``: only one chunk's [H, query_chunk, S] scores exist at once, in the
+    forward and in the backward.
+    """
+    b, t, h, dh = q.shape
+    size = min(query_chunk, t)
+    num_chunks = -(-t // size)
+    pad = num_chunks * size - t
+
+    def attend(chunk):
+        q_part, segments, start = chunk
+        query_slot = first_slot + start + jnp.arange(size)
+        causal = jnp.arange(keys.shape[1])[None, :] <= query_slot[:, None]
+        same = (segments[:, :, None] == key_segments[:, None, :]) & (segments[:, :, None] > 0)
+        return grouped_attention(q_part, keys, values, causal[None] & same)
+
+    q_parts = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, num_chunks, size, h, dh).swapaxes(0, 1)
+    segment_parts = jnp.pad(segment_ids, ((0, 0), (0, pad))).reshape(b, num_chunks, size).swapaxes(0, 1)
+    starts = jnp.arange(num_chunks, dtype=jnp.int32) * size
+    out = jax.lax.map(jax.checkpoint(attend), (q_parts, segment_parts, starts))
+    return out.swapaxes(0, 1).reshape(b, num_chunks * size, h, dh)[:, :t]
 
 
 def cached_attention(q, keys, values, lengths, num_new_valid, impl: str):
@@ -98,7 +159,8 @@ def cached_attention(q, keys, values, lengths, num_new_valid, impl: str):
     t = q.shape[1]
     if impl != "xla" and t == 1:
         decode = pallas_op("attention.ops", "decode_attention", impl)
-        rows, heads = _kernel_specs(q, keys)
+        tokens, heads = _kernel_specs(q, keys)
+        rows = P(tokens[0])
         return on_shards(lambda q, k, v, ends: decode(q, k, v, ends, impl=impl), (heads, heads, heads, rows), heads,
                          q, keys, values, lengths + 1)
     mask = cached_attention_mask(lengths, num_new_valid, t, keys.shape[1])
@@ -114,6 +176,7 @@ class Attention(nn.Module):
 
     cfg: ModelConfig
     prefill: bool = False
+    split_length: bool = False  # no cache: the tokens may be split over ``sequence`` (see the module docstring)
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, layer_cache=None, lengths=None):
@@ -137,7 +200,7 @@ class Attention(nn.Module):
             q = apply_rope(q, positions, cfg.rope_theta)
             k = apply_rope(k, positions, cfg.rope_theta)
         if layer_cache is None:
-            out = self_attention(q, k, v, segment_ids, cfg.kernel_impl)
+            out = self_attention(q, k, v, segment_ids, cfg.kernel_impl, split_length=self.split_length)
             new_cache = None
         else:
             keys = write_cache(layer_cache["k"], k, lengths)

@@ -12,8 +12,9 @@ from jax.sharding import PartitionSpec
 
 from nemocascade.model.config import ModelConfig
 
-# Logical activation axes -> mesh axes (kept here so the model needs nothing from sharding.py).
-ACTIVATION_RULES = {"batch": ("data", "fsdp", "expert"), "heads": ("tensor",)}
+# Logical activation axes -> mesh axes (kept here so the model needs nothing from sharding.py). "length" (a row's
+# tokens) is split over "sequence" in calls without a cache (training, scoring), never in the sampler's.
+ACTIVATION_RULES = {"batch": ("data", "fsdp", "expert"), "length": ("sequence",), "heads": ("tensor",)}
 
 
 def dtype_of(name: str):

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.kernels import on_shards, pallas_op
+from nemocascade.model.kernels import on_shards, pallas_op, require_xla_for_sequence_parallelism
 from nemocascade.model.layers import at_least_f32, dtype_of, mesh_axes, param
 from nemocascade.model.ssd import segment_starts, ssd_chunked, ssd_step
 
@@ -38,19 +38,22 @@ def conv_channels(cfg: ModelConfig) -> int:
     return cfg.mamba_num_heads * cfg.mamba_head_dim + 2 * cfg.mamba_n_groups * cfg.mamba_state_size
 
 
-def causal_conv(u, segment_ids, weight, bias, history):
+def causal_conv(u, segment_ids, weight, bias, history, history_segment=None):
     """Depthwise causal conv inside segments.
 
     Args:
       u: [B, T, C].  segment_ids: int32[B, T].  weight: [K, C] (tap ``K-1`` is the current token).
       bias: [C].  history: [B, K-1, C] the inputs before token 0 (zeros for a fresh sequence).
+      history_segment: int32[B, K-1] the history's segment ids, or None: -1, which every token sees (a cache's
+        history continues the row's sequence).
     Returns:
       (out [B, T, C] = bias + sum_i weight[i] * input[t - (K-1) + i], counting only inputs of t's own
-      segment or the history; extended inputs [B, K-1+T, C] = concat(history, u)).
+      segment or of segment -1; extended inputs [B, K-1+T, C] = concat(history, u)).
     """
     k, t = weight.shape[0], u.shape[1]
     extended = jnp.concatenate([history.astype(u.dtype), u], axis=1)
-    history_segment = jnp.full((segment_ids.shape[0], k - 1), -1, segment_ids.dtype)
+    if history_segment is None:
+        history_segment = jnp.full((segment_ids.shape[0], k - 1), -1, segment_ids.dtype)
     source_segment = jnp.concatenate([history_segment, segment_ids], axis=1)
     out = jnp.broadcast_to(bias.astype(u.dtype), u.shape)
     for i in range(k):
@@ -78,6 +81,65 @@ def ssm_scan(x, dt, a, b, c, starts, *, chunk_size: int, initial_state, impl: st
                                                                initial_state=init, impl=impl),
                      (per_token, P(rows, None, heads), P(heads), per_token, per_token, P(rows), state),
                      (per_token, P(rows, heads, None, None)), x, dt, a, b, c, starts, initial_state)
+
+
+def _conv_activations(u, segment_ids, conv_weight, conv_bias, history, history_segment=None, *, cfg: ModelConfig):
+    """silu(causal conv) of the x/B/C channels u [B, T, C] -> ((xs [B, T, H, P], b, c [B, T, G, N]), the conv's
+    extended inputs [B, K-1+T, C]); ``history``/``history_segment`` as in :func:`causal_conv`."""
+    bsz, t = u.shape[:2]
+    h, p, g, n = cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.mamba_n_groups, cfg.mamba_state_size
+    out, extended = causal_conv(u, segment_ids, conv_weight, conv_bias, history, history_segment)
+    out = jax.nn.silu(out)
+    xs = out[..., :h * p].reshape(bsz, t, h, p)
+    b = out[..., h * p:h * p + g * n].reshape(bsz, t, g, n)
+    c = out[..., h * p + g * n:].reshape(bsz, t, g, n)
+    return (xs, b, c), extended
+
+
+def sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, *, cfg: ModelConfig, sequence):
+    """Conv and SSD scan of a call without a cache whose T tokens are split over the ``sequence`` mesh axes (S
+    shards of T/S consecutive tokens per row; rows over the batch axes) -> (xs, y [B, T, H, P]).
+
+    Each shard takes the last K-1 conv inputs (and their segment ids) of the shard before it (``ppermute``; the
+    first shard gets zeros), runs the scan from a zero state, and then adds the state that enters it: the
+    recurrence is linear, so shard ``s`` maps an entering state ``h`` to ``carry_s * h + final_s`` (``carry_s =
+    exp(sum dt a)`` over the shard, 0 after a segment start in it), and the entering states follow from the
+    all-gathered ``(carry, final)`` of the shards before it. Inputs: u [B, T, C] (pre-conv), segment_ids
+    int32[B, T], dt f32[B, T, H], a f32[H].
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    num_shards = math.prod(mesh.shape[axis] for axis in sequence)
+    k = conv_weight.shape[0]
+    if u.shape[1] // num_shards < k - 1:
+        raise ValueError(f"sequence parallelism over {num_shards} shards leaves {u.shape[1] // num_shards} tokens "
+                         f"per shard, fewer than the conv window's K-1 = {k - 1}")
+    rows = mesh_axes("batch", u.shape[0]) or None
+    tokens = P(rows, sequence)
+    per_token = P(rows, sequence, None)
+
+    def shard(u, segment_ids, starts, dt, a, conv_weight, conv_bias):
+        forward = [(i, i + 1) for i in range(num_shards - 1)]
+        history = jax.lax.ppermute(u[:, -(k - 1):], sequence, forward)
+        history_segment = jax.lax.ppermute(segment_ids[:, -(k - 1):], sequence, forward)
+        (xs, b, c), _ = _conv_activations(u, segment_ids, conv_weight, conv_bias, history, history_segment, cfg=cfg)
+        y, final = ssd_chunked(xs, dt, a, b, c, starts, chunk_size=cfg.mamba_chunk_size)
+        log_decay = jnp.cumsum(dt * a, axis=1)                                     # [b, t, H]
+        before_reset = jnp.cumsum(starts, axis=1) == 0                             # [b, t]
+        carry = jnp.exp(log_decay[:, -1]) * before_reset[:, -1:]                   # [b, H]
+        finals = jax.lax.all_gather(final, sequence)                               # [S, b, H, P, N]
+        carries = jax.lax.all_gather(carry, sequence)                              # [S, b, H]
+        entering, state = [], jnp.zeros_like(final)
+        for i in range(num_shards):
+            entering.append(state)
+            state = carries[i][..., None, None] * state + finals[i]
+        state = jnp.stack(entering)[jax.lax.axis_index(sequence)]                 # [b, H, P, N]
+        c_heads = jnp.repeat(at_least_f32(c), xs.shape[2] // c.shape[2], axis=2)  # [b, t, H, N]
+        scale = jnp.exp(log_decay) * before_reset[..., None]
+        y = at_least_f32(y) + jnp.einsum("bthn,bhpn->bthp", c_heads, state) * scale[..., None]
+        return xs, y.astype(xs.dtype)
+
+    return on_shards(shard, (per_token, tokens, tokens, per_token, P(), P(), P()), (P(rows, sequence, None, None),) * 2,
+                     u, segment_ids, segment_starts(segment_ids), dt, a, conv_weight, conv_bias)
 
 
 def gated_rms_norm(y, z, scale, groups: int, eps: float):
@@ -114,6 +176,7 @@ class Mamba2(nn.Module):
     """x [B, T, D] -> ([B, T, D], new layer cache or None). See the module docstring."""
 
     cfg: ModelConfig
+    split_length: bool = False  # no cache: the tokens may be split over ``sequence`` (sequence_parallel_ssm)
 
     @nn.compact
     def __call__(self, x, segment_ids, layer_cache=None):
@@ -144,24 +207,25 @@ class Mamba2(nn.Module):
         u = jnp.concatenate([jnp.einsum("btd,dhp->bthp", x, w_x).reshape(bsz, t, h * p),
                              jnp.einsum("btd,dgn->btgn", x, w_b).reshape(bsz, t, g * n),
                              jnp.einsum("btd,dgn->btgn", x, w_c).reshape(bsz, t, g * n)], axis=-1)
-        history = jnp.zeros((bsz, k - 1, channels), dtype) if layer_cache is None else layer_cache["conv"]
-        u, extended = causal_conv(u, segment_ids, conv_weight, conv_bias, history)
-        u = jax.nn.silu(u)
-        xs = u[..., :h * p].reshape(bsz, t, h, p)
-        b = u[..., h * p:h * p + g * n].reshape(bsz, t, g, n)
-        c = u[..., h * p + g * n:].reshape(bsz, t, g, n)
         valid = segment_ids > 0
         dt = jax.nn.softplus(at_least_f32(jnp.einsum("btd,dh->bth", x, w_dt)) + at_least_f32(dt_bias))
         dt = jnp.where(valid[..., None], dt, 0.0)
         a = -jnp.exp(a_log)
+        sequence = mesh_axes("length", t) if self.split_length and layer_cache is None else ()
 
-        if layer_cache is not None and t == 1:
-            y, state = ssd_step(layer_cache["ssm"], xs[:, 0], dt[:, 0], a, b[:, 0], c[:, 0])
-            y = y[:, None]
+        if sequence:
+            require_xla_for_sequence_parallelism(cfg.kernel_impl, "the Mamba-2 mixer")
+            xs, y = sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, cfg=cfg, sequence=sequence)
         else:
-            initial = None if layer_cache is None else layer_cache["ssm"]
-            y, state = ssm_scan(xs, dt, a, b, c, segment_starts(segment_ids), chunk_size=cfg.mamba_chunk_size,
-                                initial_state=initial, impl=cfg.kernel_impl)
+            history = jnp.zeros((bsz, k - 1, channels), dtype) if layer_cache is None else layer_cache["conv"]
+            (xs, b, c), extended = _conv_activations(u, segment_ids, conv_weight, conv_bias, history, cfg=cfg)
+            if layer_cache is not None and t == 1:
+                y, state = ssd_step(layer_cache["ssm"], xs[:, 0], dt[:, 0], a, b[:, 0], c[:, 0])
+                y = y[:, None]
+            else:
+                initial = None if layer_cache is None else layer_cache["ssm"]
+                y, state = ssm_scan(xs, dt, a, b, c, segment_starts(segment_ids), chunk_size=cfg.mamba_chunk_size,
+                                    initial_state=initial, impl=cfg.kernel_impl)
         y = y + (d_skip[:, None] * at_least_f32(xs)).astype(y.dtype)
         y = gated_rms_norm(y, z, norm_scale, g, cfg.rms_norm_eps)
         out = jnp.einsum("bthp,hpd->btd", y, w_out)

@@ -11,7 +11,8 @@ reference that runs every expert on every token. Shapes: ``N`` tokens, ``D`` d_m
 On a mesh (``jax.set_mesh``) the routed experts run inside ``jax.shard_map``, so that routing, sorting and the
 grouped matmuls see only a device's own tokens (left to GSPMD, the top-k and the sort are all-gathered and every
 device runs the experts on the whole batch's token copies):
-* tokens are split over the batch axes (``data``, ``fsdp``, ``expert``) that divide the batch;
+* tokens are split over the batch axes (``data``, ``fsdp``, ``expert``) that divide the batch, and over
+  ``sequence`` (sequence parallelism, ``MoE(split_length=True)``) when it divides T;
 * ``expert`` > 1 (expert parallelism): a device holds ``E / expert`` experts; the tokens of its ``expert`` group
   are all-gathered, it runs its own experts' copies and the partial outputs are reduce-scattered back. The
   grouped matmuls get all ``expert * n * k`` gathered copies as one static buffer (dropless: any share may be
@@ -63,6 +64,7 @@ def expert_matmul(x_sorted, weights, group_sizes, impl: str):
 
 class MoE(nn.Module):
     cfg: ModelConfig
+    split_length: bool = False  # the tokens may be split over the ``sequence`` mesh axis too (no cache)
 
     @nn.compact
     def __call__(self, x, valid):
@@ -87,7 +89,8 @@ class MoE(nn.Module):
         w_down = param(self, "w_down", (e, f, d), ("expert", "expert_mlp", "embed"),
                        nn.initializers.normal(stddev=f ** -0.5), cfg).astype(dtype)
 
-        layout = _ShardLayout.of_active_mesh(b, e, f) if cfg.moe_impl == "ragged" else _ShardLayout()
+        length = t if self.split_length else 1
+        layout = _ShardLayout.of_active_mesh(b, length, e, f) if cfg.moe_impl == "ragged" else _ShardLayout()
         routed, sums = layout.run(functools.partial(_routed_experts, cfg=cfg, layout=layout),
                                   x, valid, router, bias, w_gate, w_up, w_down)
         y = routed
@@ -100,20 +103,22 @@ class _ShardLayout:
     """Which mesh axes split the MoE's tokens, experts and expert width (see the module docstring); all empty
     (no mesh, or ``moe_impl="dense"``): :meth:`run` calls the function directly."""
 
-    def __init__(self, token_axes=(), expert_axis=None, tensor_axis=None):
+    def __init__(self, token_axes=(), expert_axis=None, tensor_axis=None, length_axes=()):
         self.token_axes = token_axes              # batch axes that split B
         self.expert_axis = expert_axis            # "expert" when it splits E
         self.tensor_axis = tensor_axis            # "tensor" when it splits F
+        self.length_axes = length_axes            # "sequence" when it splits T
 
     @classmethod
-    def of_active_mesh(cls, batch: int, num_experts: int, expert_hidden: int) -> "_ShardLayout":
+    def of_active_mesh(cls, batch: int, length: int, num_experts: int, expert_hidden: int) -> "_ShardLayout":
+        """``length``: T when the tokens may be split over ``sequence``, else 1."""
         mesh = jax.sharding.get_abstract_mesh()
         if mesh.empty:
             return cls()
         size = lambda axis: mesh.shape.get(axis, 1)
         expert_axis = "expert" if size("expert") > 1 and num_experts % size("expert") == 0 else None
         tensor_axis = "tensor" if size("tensor") > 1 and expert_hidden % size("tensor") == 0 else None
-        return cls(mesh_axes("batch", batch), expert_axis, tensor_axis)
+        return cls(mesh_axes("batch", batch), expert_axis, tensor_axis, mesh_axes("length", length))
 
     @property
     def gathers_tokens(self) -> bool:
@@ -123,7 +128,7 @@ class _ShardLayout:
     def run(self, fn, x, valid, router, bias, w_gate, w_up, w_down):
         """``fn(x, valid, router, bias, w_gate, w_up, w_down) -> (routed [B, T, D], stat sums)`` on each
         device's shards (``jax.shard_map``), or directly when nothing is split."""
-        tokens = P(self.token_axes or None)
+        tokens = P(self.token_axes or None, self.length_axes or None)
         w_in, w_out = P(self.expert_axis, None, self.tensor_axis), P(self.expert_axis, self.tensor_axis, None)
         return on_shards(fn, (tokens, tokens, P(), P(), None if w_gate is None else w_in, w_in, w_out),
                          (tokens, P()), x, valid, router, bias, w_gate, w_up, w_down)
@@ -157,7 +162,8 @@ def _routed_experts(x, valid, router, bias, w_gate, w_up, w_down, *, cfg: ModelC
                for a in (logits, scores, expert_ids, valid)]
         logits, scores, expert_ids, valid = own
     sums = _stat_sums(logits, scores, expert_ids, valid, cfg)
-    return routed, jax.lax.psum(sums, layout.token_axes) if layout.token_axes else sums
+    split = layout.token_axes + layout.length_axes
+    return routed, jax.lax.psum(sums, split) if split else sums
 
 
 def _stat_sums(logits, scores, expert_ids, valid, cfg: ModelConfig) -> dict:

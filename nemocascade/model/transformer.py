@@ -27,34 +27,44 @@ from nemocascade.model.moe import MoE
 
 class Block(nn.Module):
     """One layer: pre-norm attention and/or pre-norm MoE / MLP, or a pre-norm Mamba-2 mixer, each with a
-    residual."""
+    residual. ``split_length``: the call has no cache, so the tokens may be split over the ``sequence`` mesh axis
+    (sequence parallelism; see ``Decoder``)."""
 
     cfg: ModelConfig
     kind: str
     prefill: bool = False  # the cache is empty (see Attention)
+    split_length: bool = False
 
     @nn.compact
     def __call__(self, x, positions, segment_ids, layer_cache, lengths):
         cfg, stats, new_cache = self.cfg, None, None
+        length = "length" if self.split_length else None
         if "attention" in self.kind:
-            h, new_cache = Attention(cfg, prefill=self.prefill, name="attention")(
+            h, new_cache = Attention(cfg, prefill=self.prefill, split_length=self.split_length, name="attention")(
                 RMSNorm(cfg, name="attention_norm")(x), positions, segment_ids, layer_cache, lengths)
-            x = constrain(x + h, "batch", None, None)
+            x = constrain(x + h, "batch", length, None)
         if self.kind == "mamba":
-            h, new_cache = Mamba2(cfg, name="mamba")(RMSNorm(cfg, name="mamba_norm")(x), segment_ids, layer_cache)
-            x = constrain(x + h, "batch", None, None)
+            h, new_cache = Mamba2(cfg, split_length=self.split_length, name="mamba")(
+                RMSNorm(cfg, name="mamba_norm")(x), segment_ids, layer_cache)
+            x = constrain(x + h, "batch", length, None)
         if "moe" in self.kind:
-            h, stats = MoE(cfg, name="moe")(RMSNorm(cfg, name="moe_norm")(x), segment_ids > 0)
-            x = constrain(x + h, "batch", None, None)
+            h, stats = MoE(cfg, split_length=self.split_length, name="moe")(RMSNorm(cfg, name="moe_norm")(x),
+                                                                          segment_ids > 0)
+            x = constrain(x + h, "batch", length, None)
         elif "mlp" in self.kind:
             x = x + MLP(cfg, cfg.mlp_hidden_size, cfg.mlp_activation, name="mlp")(RMSNorm(cfg, name="mlp_norm")(x))
-            x = constrain(x, "batch", None, None)
+            x = constrain(x, "batch", length, None)
         return x, stats, new_cache
 
 
 class Decoder(nn.Module):
     """Embedding, layers, final norm, then the LM head (``with_head=False``: the normed hidden states).
-    ``prefill``: the cache is empty (see ``Attention``)."""
+    ``prefill``: the cache is empty (see ``Attention``).
+
+    Sequence parallelism: a call without a cache splits every row's tokens over the ``sequence`` mesh axis when
+    it divides T (each layer's sharding constraint; attention all-gathers the keys and values, Mamba-2 passes
+    its conv window and SSM state across the shards, the MoE routes each device's own tokens). A call with a
+    cache (the sampler's prefill and decode) keeps the tokens whole on every ``sequence`` device."""
 
     cfg: ModelConfig
     with_head: bool = True
@@ -66,7 +76,8 @@ class Decoder(nn.Module):
         dtype = dtype_of(cfg.dtype)
         embed = param(self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
                       nn.initializers.normal(stddev=1.0), cfg)
-        x = constrain(embed[tokens].astype(dtype), "batch", None, None)
+        split_length = cache is None
+        x = constrain(embed[tokens].astype(dtype), "batch", "length" if split_length else None, None)
         block_cls = Block
         if cfg.remat != "none":
             policy = None if cfg.remat == "full" else jax.checkpoint_policies.checkpoint_dots
@@ -76,7 +87,8 @@ class Decoder(nn.Module):
         for i, kind in enumerate(cfg.layer_kinds):
             name = f"layer_{i}"
             layer_cache = None if cache is None or name not in cache["layers"] else cache["layers"][name]
-            x, layer_stats, layer_new = block_cls(cfg, kind, prefill=self.prefill, name=name)(
+            x, layer_stats, layer_new = block_cls(cfg, kind, prefill=self.prefill, split_length=split_length,
+                                                  name=name)(
                 x, positions, segment_ids, layer_cache, lengths)
             if layer_stats is not None:
                 stats.append(layer_stats)

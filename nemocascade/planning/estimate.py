@@ -46,7 +46,8 @@ class Plan:
     """Per-device bytes by term (``TERMS``), the step's FLOPs and what they were computed for.
 
     ``tokens_per_device``: tokens of one micro-batch on one device; ``batch_split``: ways the micro-batch's
-    rows are split over devices (1 = replicated).
+    rows are split over devices (1 = replicated), each row's tokens further over ``sequence``
+    (``memory.sequence_split``).
     """
 
     workload: Workload
@@ -107,8 +108,9 @@ class Plan:
                 tips = [f"raise --config.train.grad_accum_steps (now {wl.grad_accum_steps}; the micro-batch has "
                         f"{self.tokens_per_device} tokens per device)"]
             else:
-                tips = [f"shorter rows (--config.data.seq_len, now {wl.seq_len}): a device already holds one row "
-                        f"per micro-batch, and rows are not split over devices (no sequence parallelism)"]
+                tips = [f"split the rows' tokens over devices with --config.mesh.sequence (sequence parallelism, "
+                        f"XLA attention path; now {self.axis_sizes.get('sequence', 1)}) or shorter rows "
+                        f"(--config.data.seq_len, now {wl.seq_len}): a device holds at most one row per micro-batch"]
             if cfg.remat != "full":
                 tips.append(f"set --config.model.remat=full (now {cfg.remat!r})")
             if wl.lm_head_loss and not cfg.logits_chunk_size:
@@ -164,7 +166,11 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
     compute_bytes = np.dtype(dtype_of(cfg.dtype)).itemsize
     micro_rows = wl.rows // wl.grad_accum_steps
     split = memory.batch_split(micro_rows, axis_sizes)
-    tokens_per_device = micro_rows // split * wl.seq_len
+    sequence = memory.sequence_split(wl.seq_len, axis_sizes)
+    if sequence > 1 and cfg.kernel_impl != "xla":
+        raise ValueError(f"config.mesh.sequence={sequence} (sequence parallelism) runs on the XLA path only; got "
+                         f"config.model.kernel_impl={cfg.kernel_impl!r}: use --config.model.kernel_impl=xla")
+    tokens_per_device = micro_rows // split * wl.seq_len // sequence
     if wl.optimizer not in MOMENTS:
         raise ValueError(f"optimizer.name={wl.optimizer!r}: the planner knows {sorted(MOMENTS)}")
     terms = dict.fromkeys(TERMS, 0)
@@ -175,9 +181,11 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
         grads=layout.device_bytes * (2 if wl.grad_accum_steps > 1 else 1),
         activations=tokens_per_device * memory.activation_bytes_per_token(
             cfg, axis_sizes["tensor"], wl.seq_len, lm_head_loss=wl.lm_head_loss,
-            gather=memory.expert_gather(cfg, micro_rows, axis_sizes))
+            gather=memory.expert_gather(cfg, micro_rows, axis_sizes), sequence=sequence)
         + (memory.lm_head_workspace_bytes(cfg, micro_rows // split, wl.seq_len, axis_sizes["tensor"])
-           if wl.lm_head_loss else 0),
+           if wl.lm_head_loss else 0)
+        + memory.sequence_attention_workspace_bytes(cfg, micro_rows // split, wl.seq_len, axis_sizes["tensor"],
+                                                    sequence),
         layer_gather=layout.gathered_layer_elements * compute_bytes)
     flops_per_token = _flops_per_token(cfg, wl.seq_len)
     rollout_flops = 0.0

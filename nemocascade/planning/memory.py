@@ -7,13 +7,17 @@ size after the ``tensor`` mesh axis splits it (when it divides it, as ``sharding
 
 Tokens per device: ``N = (rows / grad_accum_steps) / S * L`` with ``S`` the product of the batch mesh axes
 (``data``, ``fsdp``, ``expert``: ``sharding.BATCH_AXES``); when ``S`` does not divide the micro-batch's rows
-the model's sharding constraint leaves the batch replicated (``S = 1``), as ``model/layers.constrain`` does.
+the model's sharding constraint leaves the batch replicated (``S = 1``), as ``model/layers.constrain`` does;
+divided again by the ``sequence`` axis ``Q_s`` when it divides ``L`` (sequence parallelism, see ``model/``).
 
 Saved for the backward, bytes per token (``remat="none"``; a combined kind such as ``attention+moe`` adds
 both parts):
   attention  ``2Dc`` (block input, normed input) ``+ (2H_t + 2K_t) Dh c`` (q, k, v, attention output)
              ``+ 4 H_t L`` (the f32 probabilities [H, L] of the XLA path, ``kernel_impl="xla"``) or
-             ``+ 4 H_t`` (the flash kernels' log-sum-exp).
+             ``+ 4 H_t`` (the flash kernels' log-sum-exp). Under sequence parallelism the keys and values
+             gathered from the other ``Q_s - 1`` shards, ``(Q_s - 1) 2 K_t Dh c``, instead of the probabilities:
+             its query chunks are recomputed in the backward (``model/attention.py``), with a transient
+             ``rows_dev * 8 H_t * chunk * L`` bytes of f32 scores and probabilities for one chunk.
   moe        ``2Dc + 8E`` (router logits and scores, f32) ``+ k (2D + (g+1) F_t) c`` (token copies sorted by
              expert, their outputs, up[/gate] projections and the activation; ``g`` = 1 for SwiGLU, 0
              for squared ReLU) ``+ (g+1) Fs_t c`` (shared expert). With expert parallelism over an ``expert``
@@ -25,7 +29,8 @@ both parts):
              ``Q = min(chunk, L)``) ``2Dc + 2 Hm_t P c`` (z, the gated-norm output) ``+ 3Cc`` (projections
              before / after the conv and after the SiLU) ``+ 8 Hm_t`` (dt) ``+ 4 (3 Q Hm_t + Q G)`` (the
              chunked SSD's f32 log-decay, decay and weights per head and C.B scores per group)
-             ``+ 8 Hm_t P N / Q`` (chunk states) ``+ 12 Hm_t P`` (f32 y, gated and normed copies).
+             ``+ 8 Hm_t P N / Q`` (chunk states) ``+ 12 Hm_t P`` (f32 y, gated and normed copies). Sequence
+             parallelism's gathered shard states (``4 Q_s Hm P N`` per row) are not counted.
   LM head    ``Dc + 8 V_t`` once per token (f32 logits and their log-softmax); a scalar head ``4D``.
              With ``logits_chunk_size = C`` only ``Dc + 8`` per token (hidden state, f32 lp and lse) plus,
              once per micro-batch, one chunk's f32 logits and softmax ``rows_dev * C * 8 V_t``.
@@ -54,6 +59,7 @@ import numpy as np
 
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
+from nemocascade.model import attention
 from nemocascade.model.layers import dtype_of
 
 F32 = 4
@@ -69,6 +75,13 @@ def batch_split(rows: int, axis_sizes: Mapping[str, int]) -> int:
     return ways if rows % ways == 0 else 1
 
 
+def sequence_split(seq_len: int, axis_sizes: Mapping[str, int]) -> int:
+    """How many ways a training row's ``seq_len`` tokens are split: the ``sequence`` axis size when it divides
+    ``seq_len``, else 1 (``model/layers.mesh_axes``)."""
+    ways = axis_sizes.get("sequence", 1)
+    return ways if seq_len % ways == 0 else 1
+
+
 def expert_gather(cfg: model_lib.ModelConfig, rows: int, axis_sizes: Mapping[str, int]) -> int:
     """How many devices' tokens an MoE layer gathers (``model/moe.py``): the ``expert`` axis size when it splits
     ``rows`` (see :func:`batch_split`) and the experts, else 1."""
@@ -78,19 +91,21 @@ def expert_gather(cfg: model_lib.ModelConfig, rows: int, axis_sizes: Mapping[str
     return 1
 
 
-def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int, gather: int) -> tuple[int, int]:
+def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int, gather: int,
+           sequence: int) -> tuple[int, int]:
     """(bytes kept per token under ``remat="none"``, under ``remat="dots"`` without the block input);
-    ``gather``: see :func:`expert_gather`."""
+    ``gather``: see :func:`expert_gather`; ``sequence``: see :func:`sequence_split`."""
     c = np.dtype(dtype_of(cfg.dtype)).itemsize
     d, dh = cfg.d_model, cfg.resolved_head_dim
     gated = lambda act: 1 if act == "swiglu" else 0  # noqa: E731
     full = dots = 0
     if "attention" in kind:
         h, kv = _split(cfg.num_heads, tensor), _split(cfg.num_kv_heads, tensor)
-        qkvo = (2 * h + 2 * kv) * dh * c
-        xla = cfg.kernel_impl == "xla"
-        full += 2 * d * c + qkvo + (F32 * h * seq_len if xla else F32 * h)
-        dots += qkvo + d * c + (F32 * h * seq_len if xla else 0)
+        qkvo = (2 * h + 2 * kv) * dh * c + (sequence - 1) * 2 * kv * dh * c
+        xla_scores = F32 * h * seq_len if cfg.kernel_impl == "xla" and sequence == 1 else 0
+        kernel_lse = F32 * h if cfg.kernel_impl != "xla" else 0
+        full += 2 * d * c + qkvo + xla_scores + kernel_lse
+        dots += qkvo + d * c + xla_scores
     if "moe" in kind:
         g = gated(cfg.moe_activation)
         f, fs = _split(cfg.expert_hidden_size, tensor), _split(cfg.resolved_shared_hidden, tensor)
@@ -117,12 +132,12 @@ def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int, gat
 
 
 def activation_bytes_per_token(cfg: model_lib.ModelConfig, tensor: int, seq_len: int, *,
-                               lm_head_loss: bool = True, gather: int = 1) -> int:
-    """Bytes kept for the backward per token of the whole model under ``cfg.remat`` (module docstring);
-    ``gather``: see :func:`expert_gather`."""
+                               lm_head_loss: bool = True, gather: int = 1, sequence: int = 1) -> int:
+    """Bytes kept for the backward per (device-local) token of the whole model under ``cfg.remat`` (module
+    docstring); ``gather``: see :func:`expert_gather`; ``sequence``: see :func:`sequence_split`."""
     c = np.dtype(dtype_of(cfg.dtype)).itemsize
     d = cfg.d_model
-    parts = [_parts(cfg, kind, tensor, seq_len, gather) for kind in cfg.layer_kinds]
+    parts = [_parts(cfg, kind, tensor, seq_len, gather, sequence) for kind in cfg.layer_kinds]
     if not lm_head_loss:
         head = F32 * d
     elif cfg.logits_chunk_size:
@@ -142,6 +157,16 @@ def lm_head_workspace_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, se
     if not cfg.logits_chunk_size:
         return 0
     return rows_per_device * min(cfg.logits_chunk_size, seq_len) * 2 * F32 * _split(cfg.vocab_size, tensor)
+
+
+def sequence_attention_workspace_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, seq_len: int,
+                                       tensor: int, sequence: int) -> int:
+    """One query chunk's f32 scores and probabilities of a sequence-parallel attention layer (``sequence`` > 1,
+    see :func:`sequence_split`), else 0."""
+    if sequence == 1 or not any("attention" in kind for kind in cfg.layer_kinds):
+        return 0
+    chunk = min(attention.sequence_query_chunk(seq_len), seq_len // sequence)
+    return rows_per_device * 2 * F32 * _split(cfg.num_heads, tensor) * chunk * seq_len
 
 
 def kv_cache_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, slots: int) -> int:

@@ -54,8 +54,8 @@ class ParamLayout:
       device_bytes: bytes one device holds (the largest shard: devices differ only by padding).
       trainable_device_bytes: bytes one device holds of the leaves the optimizer updates (the size of
         one optimizer moment: optax keeps AdamW's moments in the params' dtype).
-      gathered_layer_elements: elements one device holds of the largest layer once its ``fsdp`` shards are
-        all-gathered for the matmuls (other axes stay split), the transient FSDP working set.
+      gathered_layer_elements: elements one device holds of the largest layer once its ``fsdp`` and ``sequence``
+        shards are all-gathered for the matmuls (other axes stay split), the transient FSDP working set.
     """
 
     total_bytes: int
@@ -75,11 +75,11 @@ def _partition_specs(cfg: model_lib.ModelConfig, sizes: tuple[tuple[str, int], .
     return sharding_lib.param_partition_specs(abstract_mesh(dict(sizes)), cfg)
 
 
-def without_axis(spec: PartitionSpec, axis: str) -> PartitionSpec:
-    """``spec`` with mesh axis ``axis`` dropped (that axis' shards gathered)."""
+def without_axes(spec: PartitionSpec, axes: tuple[str, ...]) -> PartitionSpec:
+    """``spec`` with the mesh ``axes`` dropped (their shards gathered)."""
     def drop(entry):
         names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-        kept = tuple(n for n in names if n != axis)
+        kept = tuple(n for n in names if n not in axes)
         return None if not kept else kept[0] if len(kept) == 1 else kept
     return PartitionSpec(*(drop(e) for e in spec))
 
@@ -110,7 +110,7 @@ def param_layout(cfg: model_lib.ModelConfig, axis_sizes: Mapping[str, int], trai
         device += local * itemsize
         trainable_bytes += local * itemsize if train else 0
         top = _leaf_name(path).split("/")[0]
-        gathered = shard_shape(leaf.shape, without_axis(spec, "fsdp"), axis_sizes)
+        gathered = shard_shape(leaf.shape, without_axes(spec, ("fsdp", "sequence")), axis_sizes)
         per_layer[top] = per_layer.get(top, 0) + math.prod(gathered)
     layers = [v for k, v in per_layer.items() if k.startswith("layer_")]
     return ParamLayout(total_bytes=total, device_bytes=device, trainable_device_bytes=trainable_bytes,

@@ -26,14 +26,13 @@ class Launch:
     """One ``nemocascade.launch`` subprocess; stdout and stderr go to ``log_path`` (a file: a pipe that nobody
     reads while the test polls could fill up and stall the run)."""
 
-    def __init__(self, config: str, workdir: str, overrides, *, log_path: str, env=None):
+    def __init__(self, config: str, workdir: str, overrides, *, log_path: str):
         self.log_path = log_path
         cmd = [sys.executable, "-m", "nemocascade.launch", f"--config={config}", f"--workdir={workdir}", *overrides]
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-                     **(env or {})})
+                env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
 
     def output(self) -> str:
         with open(self.log_path) as f:
@@ -56,17 +55,14 @@ class Launch:
 
 
 @contextlib.contextmanager
-def reaped(compile_cache: str | None = None):
+def reaped():
     """Yields ``start(config, workdir, overrides, log_path=...) -> Launch``; on exit every launch started through
-    it that still runs is SIGKILLed with its process group. With ``compile_cache`` (a directory) the launches
-    share a persistent XLA compilation cache there: a relaunch loads what an earlier launch compiled."""
+    it that still runs is SIGKILLed with its process group. (Launches share the test run's persistent XLA
+    compilation cache through the environment: see ``tests/conftest.py``.)"""
     launches: list[Launch] = []
-    env = {} if compile_cache is None else {
-        "JAX_COMPILATION_CACHE_DIR": compile_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
     def start(*args, **kwargs) -> Launch:
-        launches.append(Launch(*args, env=env, **kwargs))
+        launches.append(Launch(*args, **kwargs))
         return launches[-1]
 
     try:

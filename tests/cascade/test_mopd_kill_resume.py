@@ -59,7 +59,7 @@ def _file_stamps(directory):
 def test_cascade_killed_during_mopd_resumes_to_the_same_ledger(tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     mopd_ckpts = os.path.join(killed, "mopd", "checkpoints")
-    with reaped(str(tmp_path / "xla_cache")) as start:
+    with reaped() as start:
         start(CONFIG, straight, _overrides(), log_path=str(tmp_path / "straight.log")).finish()
 
         kill_after_first_checkpoint(start(CONFIG, killed, _overrides(), log_path=str(tmp_path / "killed.log")),

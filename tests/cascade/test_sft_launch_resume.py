@@ -28,7 +28,7 @@ def _read(path):
 def test_sigkill_mid_run_then_resume_is_bit_exact(tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     ckpt_dir = os.path.join(killed, "checkpoints")
-    with reaped(str(tmp_path / "xla_cache")) as start:
+    with reaped() as start:
         start("experiments/sft.py", straight, OVERRIDES, log_path=str(tmp_path / "straight.log")).finish()
         kill_after_first_checkpoint(start("experiments/sft.py", killed, OVERRIDES,
                                           log_path=str(tmp_path / "killed.log")), ckpt_dir)

@@ -34,7 +34,7 @@ def _normalised(workdir, name: str):
 def test_cascade_on_two_processes_runs_like_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     start = time.perf_counter()
-    single_out, multi_out = mp.run_one_and_two(CONFIG, one, two, tmp_path / "jax_cache", {})
+    single_out, multi_out = mp.run_one_and_two(CONFIG, one, two, {})
     seconds = time.perf_counter() - start
 
     ledgers = [json.loads(_normalised(_workdir(root), "ledger.json")) for root in (one, two)]

@@ -50,8 +50,7 @@ def _run_stage(tmp_path, kind: str, overrides=None, init_params=model_lib.init_p
     evaluations [A's, B's], A's workdir)."""
     start = time.perf_counter()
     one, two = tmp_path / "one", tmp_path / "two"
-    single_out, multi_out = mp.run_one_and_two(f"{CONFIG}:{kind}", one, two, tmp_path / "jax_cache",
-                                               overrides or {})
+    single_out, multi_out = mp.run_one_and_two(f"{CONFIG}:{kind}", one, two, overrides or {})
     seconds = time.perf_counter() - start
     dir_one, dir_two = _workdir(one, kind), _workdir(two, kind)
     metrics_one, metrics_two = mp.metrics(dir_one), mp.metrics(dir_two)
@@ -96,10 +95,10 @@ def _kill_and_resume(tmp_path, kind: str, overrides, straight_root) -> None:
     root, log = tmp_path / "killed", tmp_path / "killed.log"
     workdir, straight = _workdir(root, kind), _workdir(straight_root, kind)
     interrupted_at = mp.kill_at_first_checkpoint(
-        mp.start(f"{CONFIG}:{kind}", root, 2, tmp_path / "jax_cache", overrides, log_path=log),
+        mp.start(f"{CONFIG}:{kind}", root, 2, overrides, log_path=log),
         workdir / "checkpoints", log)
     assert 0 < interrupted_at < STEPS
-    out = mp.finish(mp.start(f"{CONFIG}:{kind}", root, 2, tmp_path / "jax_cache", overrides),
+    out = mp.finish(mp.start(f"{CONFIG}:{kind}", root, 2, overrides),
                     f"{kind}: the resumed 2-process run")
     assert f"[p0] [{kind}] resuming from the checkpoint of step {interrupted_at} in {workdir / 'checkpoints'}" in out
     resumed = [int(line.split()[3].split("/")[0]) for line in mp.progress_lines(out, "[p0] ", kind)]

@@ -18,8 +18,8 @@ entries above 2e-7; both runs are themselves deterministic). The post-stage eval
 over both processes, then gathered) runs and scores the same (the untrained model scores 0 either way, so this
 checks the path); the resumed B ends bit-identical to the uninterrupted B with the same ``metrics.jsonl``;
 progress lines come from process 0 only; each process saved its own data-iterator state, all at the position
-of the 1-process run. A persistent compilation cache (in the test's tmp dir) spares the resumed run's
-compiles.
+of the 1-process run. The test run's persistent compilation cache (``tests/conftest.py``) spares the resumed
+run's compiles.
 """
 import json
 import shutil
@@ -46,10 +46,9 @@ def _workdir(root):
 
 
 def test_two_processes_train_like_one_and_resume_exactly(tmp_path):
-    cache = tmp_path / "jax_cache"
     one, two = tmp_path / "one", tmp_path / "two"
     start = time.perf_counter()
-    single_out, multi_out = mp.run_one_and_two(CONFIG, one, two, cache, OVERRIDES)
+    single_out, multi_out = mp.run_one_and_two(CONFIG, one, two, OVERRIDES)
     first_s = time.perf_counter() - start
 
     # Same metrics, written once (process 0): two log lines, at steps 2 and 4.
@@ -73,7 +72,7 @@ def test_two_processes_train_like_one_and_resume_exactly(tmp_path):
     # Resume: without the step-4 checkpoint the 2-process run restarts from step 2 and ends where it ended.
     metrics_text = (_workdir(two) / "metrics.jsonl").read_text()
     shutil.rmtree(_workdir(two) / "checkpoints" / "4")
-    resumed_out = mp.finish(mp.start(CONFIG, two, 2, cache, OVERRIDES), "the resumed 2-process run")
+    resumed_out = mp.finish(mp.start(CONFIG, two, 2, OVERRIDES), "the resumed 2-process run")
     assert any(line.startswith("[p0] [sft] resuming from the checkpoint of step 2") for line in resumed_out)
     assert not any(line.startswith("[p1] [sft] resuming") for line in resumed_out)
     assert (_workdir(two) / "metrics.jsonl").read_text() == metrics_text

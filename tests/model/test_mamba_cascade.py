@@ -1,5 +1,7 @@
 """A Mamba-2 / attention / MoE hybrid trains through the real SFT and GRPO stages (the cascade does not care
-which blocks the model has), on a data x fsdp x tensor mesh that splits the Mamba-2 heads."""
+which blocks the model has), on an fsdp x sequence x tensor mesh that splits the Mamba-2 heads and, in the train
+steps (not in the sampler), every row's tokens: GRPO's importance ratio of 1 says that the sequence-parallel
+training forward gives the sampler's log-probs."""
 import json
 import os
 
@@ -27,7 +29,7 @@ def _stage_configs():
                             train=configs.train_config(steps=RL_STEPS, log_every=1, checkpoint_every=RL_STEPS)),
     }
     config = configs.cascade_config(name="hybrid", model="tiny_hybrid",
-                                    mesh=configs.mesh_config(data=2, fsdp=2, tensor=2), order=("sft", "rl"),
+                                    mesh=configs.mesh_config(data=1, fsdp=2, sequence=2, tensor=2), order=("sft", "rl"),
                                     stages=stages, eval_cfg=configs.eval_config(), data=configs.shared_data_config())
     config.model.update(SMALL)
     return pipeline.stage_config(config, "sft"), pipeline.stage_config(config, "rl")
@@ -43,7 +45,8 @@ def test_tiny_hybrid_trains_through_sft_then_grpo(tmp_path):
     assert sft_cfg.model.block_pattern == ("mamba", "attention", "mamba", "moe")
     ctx, sft_state = sft.run(sft_cfg, str(tmp_path / "sft"))
     assert int(sft_state.step) == SFT_STEPS
-    assert ctx.param_shardings["layer_0"]["mamba"]["w_x"].spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+    assert ctx.param_shardings["layer_0"]["mamba"]["w_x"].spec == jax.sharding.PartitionSpec(("fsdp", "sequence"),
+                                                                                             "tensor", None)
     losses = [row["loss"] for row in _metrics(str(tmp_path / "sft"))]
     assert len(losses) == SFT_STEPS and np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
     before = jax.device_get(sft_state.params["layer_0"]["mamba"])

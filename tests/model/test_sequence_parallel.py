@@ -1,0 +1,140 @@
+"""Sequence parallelism: a row's tokens split over the ``sequence`` mesh axis give the single-device numbers.
+
+A float64 hybrid (Mamba-2, attention + MoE, MLP) on packed rows whose segments and padding cross the shard
+boundaries: logits, router statistics and gradients on meshes with ``sequence`` > 1 equal one device's to float64
+round-off, so the all-gathered attention keys, the conv halo and the SSM state passed between shards are exact.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nemocascade import model as m
+from nemocascade import sharding
+from nemocascade.model.attention import chunked_query_attention, grouped_attention
+
+SP_MODEL = m.presets.tiny_hybrid().replace(
+    vocab_size=64, d_model=32, num_layers=4, block_pattern=("mamba", "attention+moe", "mamba", "mlp"), num_heads=4,
+    num_kv_heads=2, use_rope=True, num_experts=4, expert_hidden_size=16, mlp_hidden_size=24, max_seq_len=64,
+    mamba_num_heads=4, mamba_head_dim=8, mamba_state_size=8, mamba_n_groups=2, mamba_chunk_size=4,
+    dtype="float64", param_dtype="float64")
+ROWS, LENGTH = 4, 32
+
+
+def _loss(params, tokens, seg, cfg=SP_MODEL):
+    logits, aux = m.forward(params, cfg, tokens, segment_ids=seg)
+    token_loss = -jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], -1)[..., 0]
+    loss = jnp.sum(token_loss * (seg > 0)) / jnp.sum(seg > 0) + aux["moe_aux_loss"] + aux["router_z_loss"]
+    return loss, (logits, aux)
+
+
+_loss_and_grad = jax.jit(jax.value_and_grad(_loss, has_aux=True))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """Packed rows of 32 tokens (4 per shard at sequence=8): segments that start and end inside shards and span
+    several, padding in the middle and at the end; params, the batch and the single-device results."""
+    with jax.enable_x64(True):
+        params = m.init_params(SP_MODEL, jax.random.PRNGKey(3))
+        rng = np.random.default_rng(11)
+        seg = np.zeros((ROWS, LENGTH), np.int32)
+        seg[0, :13], seg[0, 13:30] = 1, 2                     # 13 and 17 tokens, 2 padding
+        seg[1, :] = 1                                         # one sequence over all 8 shards
+        seg[2, :5], seg[2, 5:6], seg[2, 9:27] = 1, 2, 3       # a 1-token segment, padding inside the row
+        seg[3, 2:31] = 1                                      # left padding
+        tokens = jnp.asarray(np.where(seg > 0, rng.integers(1, SP_MODEL.vocab_size, (ROWS, LENGTH)), 0), jnp.int32)
+        seg = jnp.asarray(seg)
+        (loss, (logits, aux)), grads = _loss_and_grad(params, tokens, seg)
+        return params, tokens, seg, (loss, logits, aux, grads)
+
+
+@pytest.mark.parametrize("axes", [dict(sequence=8), dict(data=2, sequence=4), dict(sequence=2, expert=2, tensor=2)],
+                         ids=["sequence8", "data2-sequence4", "sequence2-expert2-tensor2"])
+def test_sequence_parallel_forward_and_grads_equal_one_device(reference, axes):
+    params, tokens, seg, (loss_ref, logits_ref, aux_ref, grads_ref) = reference
+    mesh = sharding.make_mesh(axes)
+    with jax.enable_x64(True), jax.set_mesh(mesh):
+        batch = sharding.batch_sharding(mesh)
+        (loss, (logits, aux)), grads = _loss_and_grad(
+            jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL)), jax.device_put(tokens, batch),
+            jax.device_put(seg, batch))
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
+    np.testing.assert_allclose(logits, logits_ref, rtol=1e-11, atol=1e-11)
+    for name in ("balance_loss", "z_loss", "expert_load"):
+        np.testing.assert_allclose(aux[name], aux_ref[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    for path, got in jax.tree_util.tree_leaves_with_path(grads):
+        want = grads_ref
+        for key in path:
+            want = want[key.key]
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=jax.tree_util.keystr(path))
+
+
+def test_sequence_shards_run_one_eighth_of_the_work(reference):
+    """Per-device compiled FLOPs of the forward at sequence=8 against one device: each device runs its own
+    tokens' projections, experts and scan and its queries' share of the attention scores."""
+    params, tokens, seg, _ = reference
+    forward = jax.jit(lambda p, t, s: _loss(p, t, s)[0])
+    with jax.enable_x64(True):
+        whole = forward.lower(params, tokens, seg).compile().cost_analysis()["flops"]
+        mesh = sharding.make_mesh(dict(sequence=8))
+        with jax.set_mesh(mesh):
+            split = forward.lower(jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL)),
+                                  tokens, seg).compile().cost_analysis()["flops"]
+    assert split / whole < 0.2, (split, whole)
+
+
+def test_sequence_parallelism_needs_the_xla_path_and_a_conv_window_per_shard(reference):
+    params, tokens, seg, _ = reference
+    with jax.enable_x64(True), jax.set_mesh(sharding.make_mesh(dict(sequence=8))):
+        with pytest.raises(ValueError, match="sequence parallelism.*XLA path only.*kernel_impl='interpret'"):
+            jax.eval_shape(lambda p: _loss(p, tokens, seg, SP_MODEL.replace(kernel_impl="interpret")), params)
+        short = SP_MODEL.replace(block_pattern=("mamba",), num_layers=1)
+        short_params = m.init_params(short, jax.random.PRNGKey(0))
+        with pytest.raises(ValueError, match="2 tokens per shard, fewer than the conv window's K-1 = 3"):
+            jax.eval_shape(lambda p: _loss(p, tokens[:, :16], seg[:, :16], short), short_params)
+
+
+def test_sampler_calls_keep_rows_whole_on_sequence_devices(reference):
+    """With a cache (prefill, decode) the tokens are not split: the cached forward on a sequence mesh equals one
+    device's."""
+    params, tokens, seg, _ = reference
+    cached = jax.jit(lambda p, t, c: m.forward(p, SP_MODEL, t, segment_ids=jnp.ones_like(t), cache=c)[0])
+    with jax.enable_x64(True):
+        want = cached(params, tokens[:, :16], m.init_cache(SP_MODEL, ROWS, 16))
+        mesh = sharding.make_mesh(dict(sequence=4, data=2))
+        with jax.set_mesh(mesh):
+            got = cached(jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL)), tokens[:, :16],
+                         m.init_cache(SP_MODEL, ROWS, 16))
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 16])
+def test_chunked_query_attention_equals_one_masked_attention(chunk):
+    """Queries at slots 4..10 of 12-token rows, in chunks of 3 (the last one padded), 7 (one) or 16 (> T): the
+    outputs and the gradients of q, keys and values equal one attention with the whole causal/segment mask."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(chunk)
+        first, t, s = 4, 7, 12
+        q = jnp.asarray(rng.normal(size=(2, t, 4, 5)))
+        keys, values = (jnp.asarray(rng.normal(size=(2, s, 2, 5))) for _ in range(2))
+        key_segments = jnp.asarray([[1] * 6 + [2] * 4 + [0] * 2, [0] + [1] * 11], jnp.int32)
+        segments = key_segments[:, first:first + t]
+        weights = jnp.asarray(rng.normal(size=q.shape))
+        causal = jnp.arange(s)[None, :] <= (first + jnp.arange(t))[:, None]
+        same = (segments[:, :, None] == key_segments[:, None, :]) & (segments[:, :, None] > 0)
+
+        def chunked(q, keys, values):
+            out = chunked_query_attention(q, segments, keys, values, key_segments, first, query_chunk=chunk)
+            return jnp.sum(out * weights), out
+
+        def whole(q, keys, values):
+            out = grouped_attention(q, keys, values, causal[None] & same)
+            return jnp.sum(out * weights), out
+
+        (_, got), got_grads = jax.value_and_grad(chunked, argnums=(0, 1, 2), has_aux=True)(q, keys, values)
+        (_, want), want_grads = jax.value_and_grad(whole, argnums=(0, 1, 2), has_aux=True)(q, keys, values)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+    assert np.all(np.asarray(got)[0, 6:] == 0)    # queries 10 (segment 0) and beyond see nothing
+    for a, b in zip(got_grads, want_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
