@@ -14,9 +14,10 @@ On a mesh the kernels run per device on its rows and heads (``kernels.on_shards`
 
 Sequence parallelism (``Attention(split_length=True)`` on a mesh whose ``sequence`` axis divides T): each
 device holds T/S consecutive tokens of its rows; it all-gathers the keys, values and segment ids over
-``sequence`` and attends its queries (global slots ``offset + t``) to all of them (XLA path only), in chunks of
-``sequence_query_chunk(T)`` queries that the backward recomputes: what a layer keeps for the backward is q, the
-gathered k/v and the output, not the f32 [H, T/S, T] probabilities.
+``sequence`` and attends its queries (global slots ``offset + t``) to all of them: on the XLA path in chunks of
+``sequence_query_chunk(T)`` queries that the backward recomputes (what a layer keeps for the backward is q, the
+gathered k/v and the output, not the f32 [H, T/S, T] probabilities); with the Pallas kernels as two flash calls,
+its own keys and the earlier shards' keys, merged by their log-sum-exps (``merge_attention``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.kernels import on_shards, pallas_op, require_xla_for_sequence_parallelism
+from nemocascade.model.kernels import on_shards, pallas_op
 from nemocascade.model.layers import RMSNorm, apply_rope, at_least_f32, dtype_of, mesh_axes, param
 
 
@@ -93,9 +94,9 @@ def self_attention(q, k, v, segment_ids, impl: str, *, split_length: bool = Fals
     """
     sequence = mesh_axes("length", q.shape[1]) if split_length else ()
     if sequence:
-        require_xla_for_sequence_parallelism(impl, "attention")
         tokens, heads = _kernel_specs(q, k, sequence)
-        return on_shards(functools.partial(_sequence_shard_attention, sequence=sequence),
+        shard = _sequence_shard_attention if impl == "xla" else _sequence_shard_flash_attention
+        return on_shards(functools.partial(shard, sequence=sequence, impl=impl),
                          (heads, heads, heads, tokens), heads, q, k, v, segment_ids)
     if impl == "xla":
         return grouped_attention(q, k, v, self_attention_mask(segment_ids))
@@ -113,13 +114,46 @@ def _kernel_specs(q, k, sequence=()):
     return P(rows, tokens), P(rows, tokens, mesh_axes("heads", k.shape[2]) or None, None)
 
 
-def _sequence_shard_attention(q, k, v, segment_ids, *, sequence):
+def _sequence_shard_attention(q, k, v, segment_ids, *, sequence, impl):
     """One device's queries q [b, t, h, Dh] (global slots ``index * t + i`` along ``sequence``) over the keys and
-    values of all its rows' tokens, all-gathered."""
+    values of all its rows' tokens, all-gathered (XLA path)."""
+    del impl
     keys, values, key_segments = (jax.lax.all_gather(a, sequence, axis=1, tiled=True) for a in (k, v, segment_ids))
     return chunked_query_attention(q, segment_ids, keys, values, key_segments,
                                    jax.lax.axis_index(sequence) * q.shape[1],
                                    query_chunk=sequence_query_chunk(keys.shape[1]))
+
+
+def _sequence_shard_flash_attention(q, k, v, segment_ids, *, sequence, impl):
+    """As ``_sequence_shard_attention`` with the flash kernel, in two calls merged by their log-sum-exps: the
+    device's own keys (causal, aligned with its queries) and the gathered keys of the shards before it
+    (non-causal: every one precedes the queries; the others' segment ids are set to 0, padding). The second
+    call runs over all T gathered keys, masked ones too."""
+    flash = pallas_op("attention.ops", "flash_attention", impl)
+    keys, values, key_segments = (jax.lax.all_gather(a, sequence, axis=1, tiled=True) for a in (k, v, segment_ids))
+    first_slot = jax.lax.axis_index(sequence) * q.shape[1]
+    earlier = jnp.where(jnp.arange(keys.shape[1])[None, :] < first_slot, key_segments, 0)
+    own = flash(q, k, v, segment_ids=segment_ids, causal=True, impl=impl, return_lse=True)
+    before = flash(q, keys, values, segment_ids=segment_ids, kv_segment_ids=earlier, causal=False, impl=impl,
+                   return_lse=True)
+    return merge_attention(own, before)
+
+
+def merge_attention(*parts):
+    """Attention over disjoint key sets merged into attention over their union.
+
+    parts: (out [B, T, H, Dh], lse f32 [B, H, T]) each, lse = -inf where a row sees none of that set's keys.
+    Returns [B, T, H, Dh] in the first out's dtype: sum_i out_i exp(lse_i - lse), lse = log sum_i exp(lse_i);
+    0 for a row that sees no key at all.
+    """
+    lses = jnp.stack([lse for _, lse in parts])                                     # [P, B, H, T]
+    top = jax.lax.stop_gradient(jnp.max(lses, axis=0))
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    scales = jnp.exp(lses - top)
+    total = jnp.sum(scales, axis=0)
+    weights = scales / jnp.where(total > 0, total, 1.0)                             # [P, B, H, T]
+    out = sum(at_least_f32(o) * jnp.swapaxes(w, 1, 2)[..., None] for (o, _), w in zip(parts, weights))
+    return out.astype(parts[0][0].dtype)
 
 
 def chunked_query_attention(q, segment_ids, keys, values, key_segments, first_slot, *, query_chunk: int):

@@ -26,14 +26,6 @@ def pallas_op(module: str, name: str, impl: str) -> Callable:
                          f"available ({err}); use kernel_impl='xla'") from err
 
 
-def require_xla_for_sequence_parallelism(impl: str, op: str) -> None:
-    """A ValueError unless ``impl == "xla"``: the Pallas kernels take whole rows, so ``op`` has no kernel path when
-    the tokens are split over the ``sequence`` mesh axis."""
-    if impl != "xla":
-        raise ValueError(f"sequence parallelism (mesh axis 'sequence' > 1) runs {op} on the XLA path only; got "
-                         f"ModelConfig.kernel_impl={impl!r}: use kernel_impl='xla' or sequence=1")
-
-
 def on_shards(fn: Callable, in_specs: tuple, out_specs, *args):
     """``fn(*args)`` per device under ``jax.shard_map`` on the active mesh with these ``PartitionSpec``s (None:
     an argument that is None), or ``fn(*args)`` itself when there is no mesh or no spec splits anything."""

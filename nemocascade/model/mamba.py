@@ -20,6 +20,7 @@ single-token call runs the O(1) recurrence step, a longer one the chunked scan f
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.kernels import on_shards, pallas_op, require_xla_for_sequence_parallelism
+from nemocascade.model.kernels import on_shards, pallas_op
 from nemocascade.model.layers import at_least_f32, dtype_of, mesh_axes, param
 from nemocascade.model.ssd import segment_starts, ssd_chunked, ssd_step
 
@@ -70,15 +71,15 @@ def ssm_scan(x, dt, a, b, c, starts, *, chunk_size: int, initial_state, impl: st
     (under ``"auto"`` it falls back to its XLA path for shapes its kernel does not take), per device on its rows
     and heads on a mesh (``kernels.on_shards``).
     """
+    scan = _ssd_scan(impl)
     if impl == "xla":
-        return ssd_chunked(x, dt, a, b, c, starts, chunk_size=chunk_size, initial_state=initial_state)
-    scan = pallas_op("ssd.ops", "ssd_scan", impl)
+        return scan(x, dt, a, b, c, starts, chunk_size=chunk_size, initial_state=initial_state)
     rows = mesh_axes("batch", x.shape[0]) or None
     heads = mesh_axes("heads", b.shape[2]) or None  # split heads only with their groups (G | H)
     per_token = P(rows, None, heads, None)
     state = None if initial_state is None else P(rows, heads, None, None)
     return on_shards(lambda x, dt, a, b, c, starts, init: scan(x, dt, a, b, c, starts, chunk_size=chunk_size,
-                                                               initial_state=init, impl=impl),
+                                                               initial_state=init),
                      (per_token, P(rows, None, heads), P(heads), per_token, per_token, P(rows), state),
                      (per_token, P(rows, heads, None, None)), x, dt, a, b, c, starts, initial_state)
 
@@ -101,7 +102,7 @@ def sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, *, cfg:
     shards of T/S consecutive tokens per row; rows over the batch axes) -> (xs, y [B, T, H, P]).
 
     Each shard takes the last K-1 conv inputs (and their segment ids) of the shard before it (``ppermute``; the
-    first shard gets zeros), runs the scan from a zero state, and then adds the state that enters it: the
+    first shard gets zeros), runs the scan (``cfg.kernel_impl``'s) from a zero state, and then adds the state that enters it: the
     recurrence is linear, so shard ``s`` maps an entering state ``h`` to ``carry_s * h + final_s`` (``carry_s =
     exp(sum dt a)`` over the shard, 0 after a segment start in it), and the entering states follow from the
     all-gathered ``(carry, final)`` of the shards before it. Inputs: u [B, T, C] (pre-conv), segment_ids
@@ -122,7 +123,8 @@ def sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, *, cfg:
         history = jax.lax.ppermute(u[:, -(k - 1):], sequence, forward)
         history_segment = jax.lax.ppermute(segment_ids[:, -(k - 1):], sequence, forward)
         (xs, b, c), _ = _conv_activations(u, segment_ids, conv_weight, conv_bias, history, history_segment, cfg=cfg)
-        y, final = ssd_chunked(xs, dt, a, b, c, starts, chunk_size=cfg.mamba_chunk_size)
+        y, final = _ssd_scan(cfg.kernel_impl)(xs, dt, a, b, c, starts, chunk_size=cfg.mamba_chunk_size,
+                                              initial_state=None)
         log_decay = jnp.cumsum(dt * a, axis=1)                                     # [b, t, H]
         before_reset = jnp.cumsum(starts, axis=1) == 0                             # [b, t]
         carry = jnp.exp(log_decay[:, -1]) * before_reset[:, -1:]                   # [b, H]
@@ -140,6 +142,14 @@ def sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, *, cfg:
 
     return on_shards(shard, (per_token, tokens, tokens, per_token, P(), P(), P()), (P(rows, sequence, None, None),) * 2,
                      u, segment_ids, segment_starts(segment_ids), dt, a, conv_weight, conv_bias)
+
+
+def _ssd_scan(impl: str):
+    """The chunked SSD scan ``(x, dt, a, b, c, starts, *, chunk_size, initial_state) -> (y, final state)`` of
+    ``impl``: ``ssd.ssd_chunked`` for "xla", else ``pallas_kernels.ssd.ssd_scan`` with that impl."""
+    if impl == "xla":
+        return ssd_chunked
+    return functools.partial(pallas_op("ssd.ops", "ssd_scan", impl), impl=impl)
 
 
 def gated_rms_norm(y, z, scale, groups: int, eps: float):
@@ -214,7 +224,6 @@ class Mamba2(nn.Module):
         sequence = mesh_axes("length", t) if self.split_length and layer_cache is None else ()
 
         if sequence:
-            require_xla_for_sequence_parallelism(cfg.kernel_impl, "the Mamba-2 mixer")
             xs, y = sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, cfg=cfg, sequence=sequence)
         else:
             history = jnp.zeros((bsz, k - 1, channels), dtype) if layer_cache is None else layer_cache["conv"]

@@ -108,8 +108,8 @@ class Plan:
                 tips = [f"raise --config.train.grad_accum_steps (now {wl.grad_accum_steps}; the micro-batch has "
                         f"{self.tokens_per_device} tokens per device)"]
             else:
-                tips = [f"split the rows' tokens over devices with --config.mesh.sequence (sequence parallelism, "
-                        f"XLA attention path; now {self.axis_sizes.get('sequence', 1)}) or shorter rows "
+                tips = [f"split the rows' tokens over devices with --config.mesh.sequence (sequence parallelism; "
+                        f"now {self.axis_sizes.get('sequence', 1)}) or shorter rows "
                         f"(--config.data.seq_len, now {wl.seq_len}): a device holds at most one row per micro-batch"]
             if cfg.remat != "full":
                 tips.append(f"set --config.model.remat=full (now {cfg.remat!r})")
@@ -167,9 +167,6 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
     micro_rows = wl.rows // wl.grad_accum_steps
     split = memory.batch_split(micro_rows, axis_sizes)
     sequence = memory.sequence_split(wl.seq_len, axis_sizes)
-    if sequence > 1 and cfg.kernel_impl != "xla":
-        raise ValueError(f"config.mesh.sequence={sequence} (sequence parallelism) runs on the XLA path only; got "
-                         f"config.model.kernel_impl={cfg.kernel_impl!r}: use --config.model.kernel_impl=xla")
     tokens_per_device = micro_rows // split * wl.seq_len // sequence
     if wl.optimizer not in MOMENTS:
         raise ValueError(f"optimizer.name={wl.optimizer!r}: the planner knows {sorted(MOMENTS)}")

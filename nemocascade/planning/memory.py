@@ -14,10 +14,11 @@ Saved for the backward, bytes per token (``remat="none"``; a combined kind such 
 both parts):
   attention  ``2Dc`` (block input, normed input) ``+ (2H_t + 2K_t) Dh c`` (q, k, v, attention output)
              ``+ 4 H_t L`` (the f32 probabilities [H, L] of the XLA path, ``kernel_impl="xla"``) or
-             ``+ 4 H_t`` (the flash kernels' log-sum-exp). Under sequence parallelism the keys and values
-             gathered from the other ``Q_s - 1`` shards, ``(Q_s - 1) 2 K_t Dh c``, instead of the probabilities:
-             its query chunks are recomputed in the backward (``model/attention.py``), with a transient
-             ``rows_dev * 8 H_t * chunk * L`` bytes of f32 scores and probabilities for one chunk.
+             ``+ 4 H_t`` (the flash kernels' log-sum-exp). Under sequence parallelism, the keys and values
+             gathered from the other ``Q_s - 1`` shards, ``(Q_s - 1) 2 K_t Dh c``; the XLA path keeps no
+             probabilities (its query chunks are recomputed in the backward, ``model/attention.py``, with a
+             transient ``rows_dev * 8 H_t * chunk * L`` bytes of f32 scores and probabilities for one chunk),
+             the kernels two flash calls' log-sum-exps and outputs, ``8 H_t + 2 H_t Dh c``.
   moe        ``2Dc + 8E`` (router logits and scores, f32) ``+ k (2D + (g+1) F_t) c`` (token copies sorted by
              expert, their outputs, up[/gate] projections and the activation; ``g`` = 1 for SwiGLU, 0
              for squared ReLU) ``+ (g+1) Fs_t c`` (shared expert). With expert parallelism over an ``expert``
@@ -103,7 +104,7 @@ def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int, gat
         h, kv = _split(cfg.num_heads, tensor), _split(cfg.num_kv_heads, tensor)
         qkvo = (2 * h + 2 * kv) * dh * c + (sequence - 1) * 2 * kv * dh * c
         xla_scores = F32 * h * seq_len if cfg.kernel_impl == "xla" and sequence == 1 else 0
-        kernel_lse = F32 * h if cfg.kernel_impl != "xla" else 0
+        kernel_lse = 0 if cfg.kernel_impl == "xla" else F32 * h if sequence == 1 else 2 * (F32 * h + h * dh * c)
         full += 2 * d * c + qkvo + xla_scores + kernel_lse
         dots += qkvo + d * c + xla_scores
     if "moe" in kind:
@@ -161,9 +162,9 @@ def lm_head_workspace_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, se
 
 def sequence_attention_workspace_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, seq_len: int,
                                        tensor: int, sequence: int) -> int:
-    """One query chunk's f32 scores and probabilities of a sequence-parallel attention layer (``sequence`` > 1,
-    see :func:`sequence_split`), else 0."""
-    if sequence == 1 or not any("attention" in kind for kind in cfg.layer_kinds):
+    """One query chunk's f32 scores and probabilities of a sequence-parallel attention layer on the XLA path
+    (``sequence`` > 1, see :func:`sequence_split`), else 0."""
+    if sequence == 1 or cfg.kernel_impl != "xla" or not any("attention" in kind for kind in cfg.layer_kinds):
         return 0
     chunk = min(attention.sequence_query_chunk(seq_len), seq_len // sequence)
     return rows_per_device * 2 * F32 * _split(cfg.num_heads, tensor) * chunk * seq_len

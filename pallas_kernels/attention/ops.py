@@ -164,18 +164,22 @@ def _flash_kernel_forward(q, k, v, q_seg, kv_seg, cfg: _FlashConfig):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _flash_kernel(q, k, v, q_seg, kv_seg, cfg: _FlashConfig):
-    return _flash_kernel_forward(q, k, v, q_seg, kv_seg, cfg)[0]
+    """(out [B, T, H, D], lse f32 [B, H, T]; +inf for rows with no visible key), differentiable in both."""
+    return _flash_kernel_forward(q, k, v, q_seg, kv_seg, cfg)
 
 
 def _flash_kernel_fwd(q, k, v, q_seg, kv_seg, cfg):
     out, lse = _flash_kernel_forward(q, k, v, q_seg, kv_seg, cfg)
-    return out, (q, k, v, q_seg, kv_seg, out, lse)
+    return (out, lse), (q, k, v, q_seg, kv_seg, out, lse)
 
 
-def _flash_kernel_bwd(cfg, residuals, d_out):
+def _flash_kernel_bwd(cfg, residuals, cotangents):
+    """dlse_i / ds_ij = p_ij, so an lse cotangent g enters as ds_ij = p_ij (dp_ij - delta_i + g_i): the kernels'
+    delta lowered by g."""
     q, k, v, q_seg, kv_seg, out, lse = residuals
+    d_out, d_lse = cotangents
     d_out = d_out.astype(q.dtype)
-    delta = jnp.einsum("bthd,bthd->bht", out.astype(jnp.float32), d_out.astype(jnp.float32))
+    delta = jnp.einsum("bthd,bthd->bht", out.astype(jnp.float32), d_out.astype(jnp.float32)) - d_lse
     module = gpu if _kernel_family(cfg.impl) == "gpu" else tpu
     dq, dk, dv = module.flash_backward(q, k, v, q_seg, kv_seg, d_out, lse, delta, causal=cfg.causal,
                                        sm_scale=cfg.sm_scale, block_q=cfg.block_q,
@@ -186,12 +190,13 @@ def _flash_kernel_bwd(cfg, residuals, d_out):
 _flash_kernel.defvjp(_flash_kernel_fwd, _flash_kernel_bwd)
 
 
-def _segments(segment_ids, b: int, t: int, s: int):
-    """(q_seg [B, T], kv_seg [B, S]) int32: the given ids for both, or all ones."""
-    if segment_ids is None:
-        return jnp.ones((b, t), jnp.int32), jnp.ones((b, s), jnp.int32)
-    segment_ids = segment_ids.astype(jnp.int32)
-    return segment_ids, segment_ids
+def _segments(segment_ids, kv_segment_ids, b: int, t: int, s: int):
+    """(q_seg [B, T], kv_seg [B, S]) int32: the given ids (the query ids for the keys too when only they are
+    given), or all ones."""
+    q_seg = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids.astype(jnp.int32)
+    if kv_segment_ids is not None:
+        return q_seg, kv_segment_ids.astype(jnp.int32)
+    return q_seg, (jnp.ones((b, s), jnp.int32) if segment_ids is None else q_seg)
 
 
 def _pad_axis1(x, length: int):
@@ -201,63 +206,74 @@ def _pad_axis1(x, length: int):
     return jnp.pad(x, pad)
 
 
-@functools.partial(jax.jit, static_argnums=(4,))
-def _flash_kernel_call(q, k, v, segment_ids, cfg: _FlashConfig):
+@functools.partial(jax.jit, static_argnums=(5,))
+def _flash_kernel_call(q, k, v, segment_ids, kv_segment_ids, cfg: _FlashConfig):
     (b, t, _, _), s = q.shape, k.shape[1]
-    q_seg, kv_seg = _segments(segment_ids, b, t, s)
+    q_seg, kv_seg = _segments(segment_ids, kv_segment_ids, b, t, s)
     t_pad, s_pad = _round_up(t, cfg.block_q), _round_up(s, cfg.block_k)
-    out = _flash_kernel(_pad_axis1(q, t_pad), _pad_axis1(k, s_pad), _pad_axis1(v, s_pad),
-                        _pad_axis1(q_seg, t_pad), _pad_axis1(kv_seg, s_pad), cfg)
-    return out[:, :t]
+    out, lse = _flash_kernel(_pad_axis1(q, t_pad), _pad_axis1(k, s_pad), _pad_axis1(v, s_pad),
+                             _pad_axis1(q_seg, t_pad), _pad_axis1(kv_seg, s_pad), cfg)
+    lse = lse[:, :, :t]
+    return out[:, :t], jnp.where(jnp.isposinf(lse), -jnp.inf, lse)
 
 
 @functools.partial(jax.jit, static_argnames=("causal", "sm_scale"))
-def _flash_xla_call(q, k, v, segment_ids, *, causal: bool, sm_scale: float):
+def _flash_xla_call(q, k, v, segment_ids, kv_segment_ids, *, causal: bool, sm_scale: float):
     (b, t, _, _), s = q.shape, k.shape[1]
-    q_seg, kv_seg = _segments(segment_ids, b, t, s)
-    return xla.flash_attention_xla(q, k, v, q_seg, kv_seg, causal=causal, sm_scale=sm_scale)
+    q_seg, kv_seg = _segments(segment_ids, kv_segment_ids, b, t, s)
+    return xla.flash_attention_xla(q, k, v, q_seg, kv_seg, causal=causal, sm_scale=sm_scale, return_lse=True)
 
 
 def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, segment_ids: jax.Array | None = None,
-                    causal: bool = True, sm_scale: float | None = None, impl: Impl = "auto",
-                    block_q: int | None = None, block_k: int | None = None) -> jax.Array:
+                    kv_segment_ids: jax.Array | None = None, causal: bool = True, sm_scale: float | None = None,
+                    impl: Impl = "auto", block_q: int | None = None, block_k: int | None = None,
+                    return_lse: bool = False):
     """Multi-head attention with grouped KV heads, causal masking and packed segments.
 
     Args:
       q: [B, T, H, D] queries. k, v: [B, S, KVH, D], same dtype as q, H % KVH == 0.
-      segment_ids: optional int32 [B, T]; 0 marks padding. Used for queries and keys alike, so it
-        needs S == T. Query i attends key j iff (not causal or j <= i) and seg[i] == seg[j] != 0.
-      causal: mask keys after the query (by index).
+      segment_ids: optional int32 [B, T]; 0 marks padding. Used for queries and keys alike (needs S == T)
+        unless ``kv_segment_ids`` gives the keys' own. Query i attends key j iff (not causal or j <= i) and
+        seg[i] == kv_seg[j] != 0.
+      kv_segment_ids: optional int32 [B, S], the keys' segment ids (any S; default: ``segment_ids``).
+      causal: mask keys after the query (by index: query i and key i share a position).
       sm_scale: logit scale (default 1 / sqrt(D)).
       impl: see the module docstring.
       block_q, block_k: kernel tiles (None: the backend default; shrunk for short sequences).
         GPU: powers of two >= 16; TPU: multiples of 128. Ignored by "xla".
+      return_lse: also return each query row's log-sum-exp of its visible scaled logits, float32 [B, H, T]
+        (-inf for a row with no visible key), differentiable too: what merges attention over split key sets.
     Returns:
-      [B, T, H, D] in q's dtype. Queries with no visible key (padding) give 0 and get zero gradients.
-      Differentiable in q, k, v (custom_vjp with Pallas backward kernels; autodiff for "xla").
+      [B, T, H, D] in q's dtype (and the lse). Queries with no visible key (padding) give 0 and get zero
+      gradients. Differentiable in q, k, v (custom_vjp with Pallas backward kernels; autodiff for "xla").
     """
     _check_qkv(q, k, v, "k", "v")
     b, t, _, d = q.shape
     s = k.shape[1]
     if segment_ids is not None:
         _check_int_array("segment_ids", segment_ids, (b, t), "[B, T]")
-        if s != t:
-            raise ValueError(f"segment_ids needs self-attention (S == T), got T={t} and S={s}")
+        if s != t and kv_segment_ids is None:
+            raise ValueError(f"segment_ids alone needs self-attention (S == T), got T={t} and S={s}; pass "
+                             f"kv_segment_ids for the keys")
+    if kv_segment_ids is not None:
+        _check_int_array("kv_segment_ids", kv_segment_ids, (b, s), "[B, S]")
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
     sm_scale = _resolve_scale(sm_scale, d)
     resolved = resolve_impl(impl)
     if resolved == "xla":
-        return _flash_xla_call(q, k, v, segment_ids, causal=causal, sm_scale=sm_scale)
-    family = _kernel_family(resolved)
-    _check_block("block_q", block_q, family)
-    _check_block("block_k", block_k, family)
-    _check_head_dim(d, family)
-    default_q, default_k = gpu.DEFAULT_BLOCKS if family == "gpu" else tpu.DEFAULT_BLOCKS
-    cfg = _FlashConfig(resolved, causal, sm_scale,
-                       _fit_block(block_q or default_q, t, family),
-                       _fit_block(block_k or default_k, s, family))
-    return _flash_kernel_call(q, k, v, segment_ids, cfg)
+        out, lse = _flash_xla_call(q, k, v, segment_ids, kv_segment_ids, causal=causal, sm_scale=sm_scale)
+    else:
+        family = _kernel_family(resolved)
+        _check_block("block_q", block_q, family)
+        _check_block("block_k", block_k, family)
+        _check_head_dim(d, family)
+        default_q, default_k = gpu.DEFAULT_BLOCKS if family == "gpu" else tpu.DEFAULT_BLOCKS
+        cfg = _FlashConfig(resolved, causal, sm_scale,
+                           _fit_block(block_q or default_q, t, family),
+                           _fit_block(block_k or default_k, s, family))
+        out, lse = _flash_kernel_call(q, k, v, segment_ids, kv_segment_ids, cfg)
+    return (out, lse) if return_lse else out
 
 
 # ----------------------------------------------------------------------------- decode attention

@@ -9,12 +9,13 @@ import jax.numpy as jnp
 from pallas_kernels.attention import block_math
 
 
-def masked_attention(q, k, v, mask, sm_scale: float, *, upcast: bool = True) -> jax.Array:
+def masked_attention(q, k, v, mask, sm_scale: float, *, upcast: bool = True, return_lse: bool = False):
     """Softmax(q k^T * sm_scale, masked) v with float32 statistics; rows with no visible key give 0.
 
     upcast=True (the oracle): inputs are cast to float32 (float64 stays float64) and the matmuls run
     at HIGHEST precision; returns that dtype. upcast=False (the XLA path): matmul operands keep
-    their dtype with float32 accumulation; returns float32.
+    their dtype with float32 accumulation; returns float32. return_lse: also the log-sum-exp of each
+    row's visible scaled logits, [B, H, T] in the statistics' dtype (-inf for a row with no visible key).
     """
     b, t, h, d = q.shape
     kvh = k.shape[2]
@@ -35,8 +36,11 @@ def masked_attention(q, k, v, mask, sm_scale: float, *, upcast: bool = True) -> 
     denom = jnp.sum(p, axis=-1, keepdims=True)
     p = p / jnp.where(denom > 0, denom, 1.0)
     out = jnp.einsum("bkgts,bskd->btkgd", p.astype(v.dtype), v,
-                     precision=precision, preferred_element_type=acc_dtype)
-    return out.reshape(b, t, h, d)
+                     precision=precision, preferred_element_type=acc_dtype).reshape(b, t, h, d)
+    if not return_lse:
+        return out
+    lse = jnp.where(denom > 0, row_max + jnp.log(jnp.where(denom > 0, denom, 1.0)), -jnp.inf)
+    return out, lse.reshape(b, h, t)
 
 
 def self_attention_mask(q_segment_ids, kv_segment_ids, *, causal: bool, q_offset=0) -> jax.Array:

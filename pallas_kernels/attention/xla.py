@@ -11,24 +11,29 @@ from pallas_kernels.attention import reference
 DEFAULT_Q_CHUNK = 1024
 
 
-def flash_attention_xla(q, k, v, q_seg, kv_seg, *, causal: bool, sm_scale: float,
-                        q_chunk: int = DEFAULT_Q_CHUNK) -> jax.Array:
-    """q [B, T, H, D], k/v [B, S, KVH, D], q_seg int32 [B, T], kv_seg int32 [B, S] -> [B, T, H, D] q.dtype."""
+def flash_attention_xla(q, k, v, q_seg, kv_seg, *, causal: bool, sm_scale: float, return_lse: bool = False,
+                        q_chunk: int = DEFAULT_Q_CHUNK):
+    """q [B, T, H, D], k/v [B, S, KVH, D], q_seg int32 [B, T], kv_seg int32 [B, S] -> [B, T, H, D] q.dtype
+    (return_lse: and the float32 [B, H, T] log-sum-exp, -inf for rows with no visible key)."""
     b, t, h, d = q.shape
 
     def attend(q_part, seg_part, offset):
         mask = reference.self_attention_mask(seg_part, kv_seg, causal=causal, q_offset=offset)
-        return reference.masked_attention(q_part, k, v, mask, sm_scale, upcast=False)
+        out, lse = reference.masked_attention(q_part, k, v, mask, sm_scale, upcast=False, return_lse=True)
+        return out.astype(q.dtype), lse
 
     if t <= q_chunk:
-        return attend(q, q_seg, 0).astype(q.dtype)
-    n = -(-t // q_chunk)
-    pad = n * q_chunk - t
-    q_parts = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, n, q_chunk, h, d).swapaxes(0, 1)
-    seg_parts = jnp.pad(q_seg, ((0, 0), (0, pad))).reshape(b, n, q_chunk).swapaxes(0, 1)
-    offsets = jnp.arange(n, dtype=jnp.int32) * q_chunk
-    out = jax.lax.map(jax.checkpoint(lambda args: attend(*args)), (q_parts, seg_parts, offsets))
-    return out.swapaxes(0, 1).reshape(b, n * q_chunk, h, d)[:, :t].astype(q.dtype)
+        out, lse = attend(q, q_seg, 0)
+    else:
+        n = -(-t // q_chunk)
+        pad = n * q_chunk - t
+        q_parts = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, n, q_chunk, h, d).swapaxes(0, 1)
+        seg_parts = jnp.pad(q_seg, ((0, 0), (0, pad))).reshape(b, n, q_chunk).swapaxes(0, 1)
+        offsets = jnp.arange(n, dtype=jnp.int32) * q_chunk
+        outs, lses = jax.lax.map(jax.checkpoint(lambda args: attend(*args)), (q_parts, seg_parts, offsets))
+        out = outs.swapaxes(0, 1).reshape(b, n * q_chunk, h, d)[:, :t]
+        lse = jnp.moveaxis(lses, 0, 2).reshape(b, h, n * q_chunk)[:, :, :t]
+    return (out, lse) if return_lse else out
 
 
 def decode_attention_xla(q, k_cache, v_cache, lengths, *, sm_scale: float) -> jax.Array:

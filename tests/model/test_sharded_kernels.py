@@ -119,6 +119,25 @@ def test_pallas_kernels_run_per_device_and_equal_xla_on_one_device():
     _assert_same(_run(cfg, params, tokens, seg, axes), ref, rtol=2e-5, atol=2e-6)
 
 
+def test_pallas_kernels_under_sequence_parallelism_equal_xla_on_one_device():
+    """Rows of 16 tokens split over ``sequence`` (8 per device; a segment boundary and padding cross the shards;
+    heads split over ``tensor``, experts over ``expert``) with kernel_impl="interpret": attention as two flash
+    calls (own keys, earlier shards' keys) merged by their log-sum-exps, the SSD kernel per shard plus the
+    passed state, the grouped matmul on each device's tokens: the loss, logits, expert loads and gradients equal
+    the single-device XLA path's."""
+    params = m.init_params(HYBRID, jax.random.PRNGKey(1))
+    tokens, seg = _batch(4, 16)
+    cfg = HYBRID.replace(kernel_impl="interpret")
+    axes = dict(sequence=2, tensor=2, expert=2)
+    with jax.set_mesh(sharding.make_mesh(axes)):
+        jaxpr = jax.make_jaxpr(lambda p: _loss(p, tokens, seg, cfg))(params)
+    # Flash forward calls take (q, k, v, q segments, kv segments): two per attention layer.
+    flash_calls = [eqn for eqn in all_eqns(jaxpr) if eqn.primitive.name == "pallas_call" and len(eqn.invars) == 5
+                   and eqn.invars[0].aval.ndim == 4]
+    assert len(flash_calls) == 2 * HYBRID.layer_kinds.count("attention")
+    _assert_same(_run(cfg, params, tokens, seg, axes), _run(HYBRID, params, tokens, seg), rtol=2e-5, atol=2e-6)
+
+
 def test_rollouts_with_pallas_kernels_on_a_mesh_equal_one_device_xla():
     """The sampler on a mesh with kernel_impl="interpret": prefill (flash attention, SSD scan) and decode
     (decode attention, grouped matmul) per device give the single-device XLA rollouts: same tokens, log-probs."""
