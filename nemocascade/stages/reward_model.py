@@ -226,6 +226,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, initial_params=None)
                          f"{ctx.model_cfg.vocab_size}")
     if data_cfg.seq_len > ctx.model_cfg.max_seq_len:
         raise ValueError(f"data.seq_len={data_cfg.seq_len} exceeds model.max_seq_len={ctx.model_cfg.max_seq_len}")
+    runtime.check_sequence_split(ctx.mesh, data_cfg.seq_len, "data.seq_len")
     iterator = iter(make_pair_dataset(train_pairs(data_cfg, config.seed), tokenizer, seq_len=data_cfg.seq_len,
                                       batch_size=data_cfg.batch_size, seed=config.seed, too_long=data_cfg.too_long))
     if initial_params is not None:

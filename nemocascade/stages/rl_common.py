@@ -94,6 +94,7 @@ class RLStage:
         if self.width > self.ctx.model_cfg.max_seq_len:
             raise ValueError(f"rl.max_prompt_tokens + rl.max_new_tokens = {self.width} exceeds "
                              f"model.max_seq_len = {self.ctx.model_cfg.max_seq_len}")
+        runtime.check_sequence_split(self.ctx.mesh, self.width, "rl.max_prompt_tokens + rl.max_new_tokens")
         self.reward_fns = self.make_reward_fns()
 
     def make_reward_fns(self) -> dict:

@@ -77,6 +77,16 @@ def build_context(config: ml_collections.ConfigDict, workdir: str) -> StageConte
                         param_shardings=param_shardings, optimizer=optimizer, checkpointer=checkpointer)
 
 
+def check_sequence_split(mesh: jax.sharding.Mesh, row_width: int, field: str) -> None:
+    """A ValueError unless the mesh's ``sequence`` axis divides the training rows' width ``row_width`` (config
+    ``field``): sequence parallelism splits every row's tokens over it, and a width it does not divide would leave
+    the rows whole on every ``sequence`` device, each computing the same thing."""
+    ways = mesh.shape.get("sequence", 1)
+    if row_width % ways:
+        raise ValueError(f"{field} = {row_width} is not a multiple of mesh.sequence = {ways}: sequence "
+                         f"parallelism splits every training row's tokens {ways} ways")
+
+
 def init_or_restore_state(ctx: StageContext, *, initial_params=None, data_iterator=None):
     """The stage's state: restored from its last checkpoint if one exists (exact resume), else fresh.
 

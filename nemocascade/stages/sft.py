@@ -68,6 +68,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, initial_params=None)
     Returns ``(StageContext, final TrainState)``.
     """
     ctx = runtime.build_context(config, workdir)
+    runtime.check_sequence_split(ctx.mesh, config.data.seq_len, "data.seq_len")
     tokenizer = data_lib.load_tokenizer(config.data.tokenizer)
     if tokenizer.vocab_size > ctx.model_cfg.vocab_size:
         raise ValueError(f"tokenizer has {tokenizer.vocab_size} ids but model.vocab_size is "

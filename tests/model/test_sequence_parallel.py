@@ -137,3 +137,30 @@ def test_chunked_query_attention_equals_one_masked_attention(chunk):
     assert np.all(np.asarray(got)[0, 6:] == 0)    # queries 10 (segment 0) and beyond see nothing
     for a, b in zip(got_grads, want_grads):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_stages_refuse_training_rows_the_sequence_axis_does_not_split(tmp_path):
+    """SFT rows of data.seq_len = 100 tokens and GRPO rows of 90 + 12 = 102 on a sequence=8 mesh: clear errors
+    naming the fields, before any data is read or any step is compiled."""
+    from nemocascade import configs
+    from nemocascade.cascade import pipeline
+    from nemocascade.stages import grpo, sft
+
+    stages = {
+        "sft": configs.stage("sft", data=configs.sft_data_config(toy_mix="math=4", seq_len=100, batch_size=8),
+                             optimizer=configs.optimizer_config(learning_rate=1e-3),
+                             train=configs.train_config(steps=1, log_every=1, checkpoint_every=1)),
+        "rl": configs.stage("grpo", rl=configs.rl_config(domains=("if",), prompts_per_step=2, num_samples=4,
+                                                         max_new_tokens=12, max_prompt_tokens=90,
+                                                         prompts_per_domain=4),
+                            optimizer=configs.optimizer_config(learning_rate=1e-3),
+                            train=configs.train_config(steps=1, log_every=1, checkpoint_every=1)),
+    }
+    config = configs.cascade_config(name="split", model="tiny", mesh=configs.mesh_config(data=1, sequence=8),
+                                    order=("sft", "rl"), stages=stages, eval_cfg=configs.eval_config(),
+                                    data=configs.shared_data_config())
+    with pytest.raises(ValueError, match=r"data.seq_len = 100 is not a multiple of mesh.sequence = 8"):
+        sft.run(pipeline.stage_config(config, "sft"), str(tmp_path / "sft"))
+    with pytest.raises(ValueError, match=r"rl.max_prompt_tokens \+ rl.max_new_tokens = 102 is not a multiple of "
+                                         r"mesh.sequence = 8"):
+        grpo.run(pipeline.stage_config(config, "rl"), str(tmp_path / "rl"))
