@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxpr_testing import all_eqns
 from nemocascade import model as m
 from nemocascade import sharding
 from nemocascade.model.attention import chunked_query_attention, grouped_attention
@@ -94,17 +95,26 @@ def test_sequence_parallelism_needs_a_conv_window_per_shard(reference):
             jax.eval_shape(lambda p: _loss(p, tokens[:, :16], seg[:, :16], short), short_params)
 
 
+def _sequence_collectives(fn, *args) -> set[str]:
+    """The sequence-parallel collectives (K/V all-gather, conv halo ppermute) in ``fn``'s jaxpr."""
+    return {eqn.primitive.name for eqn in all_eqns(jax.make_jaxpr(fn)(*args))} & {"all_gather", "ppermute"}
+
+
 def test_sampler_calls_keep_rows_whole_on_sequence_devices(reference):
-    """With a cache (prefill, decode) the tokens are not split: the cached forward on a sequence mesh equals one
-    device's."""
+    """With a cache (prefill, decode) the tokens are not split (no K/V gather, no conv halo; the same forward
+    without a cache has both), and the cached forward on a sequence mesh equals one device's."""
     params, tokens, seg, _ = reference
     cached = jax.jit(lambda p, t, c: m.forward(p, SP_MODEL, t, segment_ids=jnp.ones_like(t), cache=c)[0])
+    uncached = jax.jit(lambda p, t: m.forward(p, SP_MODEL, t, segment_ids=jnp.ones_like(t))[0])
     with jax.enable_x64(True):
         want = cached(params, tokens[:, :16], m.init_cache(SP_MODEL, ROWS, 16))
         mesh = sharding.make_mesh(dict(sequence=4, data=2))
         with jax.set_mesh(mesh):
-            got = cached(jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL)), tokens[:, :16],
-                         m.init_cache(SP_MODEL, ROWS, 16))
+            sharded = jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL))
+            cache = m.init_cache(SP_MODEL, ROWS, 16)
+            assert _sequence_collectives(cached, sharded, tokens[:, :16], cache) == set()
+            assert _sequence_collectives(uncached, sharded, tokens[:, :16]) == {"all_gather", "ppermute"}
+            got = cached(sharded, tokens[:, :16], cache)
     np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
 
 
