@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
 from nemocascade.model.kernels import on_shards, pallas_op
-from nemocascade.model.layers import at_least_f32, dtype_of, mesh_axes, param
+from nemocascade.model.layers import at_least_f32, constrain, dtype_of, mesh_axes, param
 from nemocascade.model.ssd import segment_starts, ssd_chunked, ssd_step
 
 
@@ -84,11 +84,12 @@ def ssm_scan(x, dt, a, b, c, starts, *, chunk_size: int, initial_state, impl: st
                      (per_token, P(rows, heads, None, None)), x, dt, a, b, c, starts, initial_state)
 
 
-def _conv_activations(u, segment_ids, conv_weight, conv_bias, history, history_segment=None, *, cfg: ModelConfig):
+def _conv_activations(u, segment_ids, conv_weight, conv_bias, history, history_segment=None, *, sizes):
     """silu(causal conv) of the x/B/C channels u [B, T, C] -> ((xs [B, T, H, P], b, c [B, T, G, N]), the conv's
-    extended inputs [B, K-1+T, C]); ``history``/``history_segment`` as in :func:`causal_conv`."""
+    extended inputs [B, K-1+T, C]); ``sizes = (H, P, G, N)`` of these channels (C = H*P + 2*G*N);
+    ``history``/``history_segment`` as in :func:`causal_conv`."""
     bsz, t = u.shape[:2]
-    h, p, g, n = cfg.mamba_num_heads, cfg.mamba_head_dim, cfg.mamba_n_groups, cfg.mamba_state_size
+    h, p, g, n = sizes
     out, extended = causal_conv(u, segment_ids, conv_weight, conv_bias, history, history_segment)
     out = jax.nn.silu(out)
     xs = out[..., :h * p].reshape(bsz, t, h, p)
@@ -97,32 +98,53 @@ def _conv_activations(u, segment_ids, conv_weight, conv_bias, history, history_s
     return (xs, b, c), extended
 
 
-def sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, *, cfg: ModelConfig, sequence):
+def sequence_parallel_ssm(ux, ub, uc, segment_ids, dt, a, conv_weight, conv_bias, *, cfg: ModelConfig, sequence):
     """Conv and SSD scan of a call without a cache whose T tokens are split over the ``sequence`` mesh axes (S
-    shards of T/S consecutive tokens per row; rows over the batch axes) -> (xs, y [B, T, H, P]).
+    shards of T/S consecutive tokens per row; rows over the batch axes; heads, and groups, over ``tensor`` where
+    :func:`_tensor_split` allows) -> (xs, y [B, T, H, P]).
 
     Each shard takes the last K-1 conv inputs (and their segment ids) of the shard before it (``ppermute``; the
-    first shard gets zeros), runs the scan (``cfg.kernel_impl``'s) from a zero state, and then adds the state that enters it: the
-    recurrence is linear, so shard ``s`` maps an entering state ``h`` to ``carry_s * h + final_s`` (``carry_s =
-    exp(sum dt a)`` over the shard, 0 after a segment start in it), and the entering states follow from the
-    all-gathered ``(carry, final)`` of the shards before it. Inputs: u [B, T, C] (pre-conv), segment_ids
-    int32[B, T], dt f32[B, T, H], a f32[H].
+    first shard gets zeros), runs the scan (``cfg.kernel_impl``'s) from a zero state, and then adds the state that
+    enters it: the recurrence is linear, so shard ``s`` maps an entering state ``h`` to ``carry_s * h + final_s``
+    (``carry_s = exp(sum dt a)`` over the shard, 0 after a segment start in it), and the entering states follow
+    from the all-gathered ``(carry, final)`` of the shards before it. Inputs: the pre-conv channels ux
+    [B, T, H, P], ub, uc [B, T, G, N]; segment_ids int32[B, T]; dt f32[B, T, H]; a f32[H]; conv_weight [K, C] and
+    conv_bias [C] over the concatenated x/B/C channels (C = H*P + 2*G*N).
     """
     mesh = jax.sharding.get_abstract_mesh()
     num_shards = math.prod(mesh.shape[axis] for axis in sequence)
     k = conv_weight.shape[0]
-    if u.shape[1] // num_shards < k - 1:
-        raise ValueError(f"sequence parallelism over {num_shards} shards leaves {u.shape[1] // num_shards} tokens "
+    if ux.shape[1] // num_shards < k - 1:
+        raise ValueError(f"sequence parallelism over {num_shards} shards leaves {ux.shape[1] // num_shards} tokens "
                          f"per shard, fewer than the conv window's K-1 = {k - 1}")
-    rows = mesh_axes("batch", u.shape[0]) or None
+    rows = mesh_axes("batch", ux.shape[0]) or None
+    heads, groups = _tensor_split(ux.shape[2], ub.shape[2])
+    # The x projection is computed split over its heads even when the shards take them whole: its outputs are
+    # all-gathered then, not its weights (which would repeat its FLOPs on every ``tensor`` device).
+    ux = constrain(ux, "batch", "length", "heads", None)
     tokens = P(rows, sequence)
-    per_token = P(rows, sequence, None)
+    per_head, per_group = P(rows, sequence, heads, None), P(rows, sequence, groups, None)
+    x_width, group_width = ux.shape[2] * ux.shape[3], ub.shape[2] * ub.shape[3]
+    weight_parts, bias_parts = (jnp.split(w, [x_width, x_width + group_width], axis=-1)
+                                for w in (conv_weight, conv_bias))
+    conv_params = [w.reshape(w.shape[:-1] + u.shape[2:]) for w, u in zip(weight_parts + bias_parts, (ux, ub, uc) * 2)]
+    conv_specs = (P(None, heads, None),) + (P(None, groups, None),) * 2 + (P(heads, None),) + (P(groups, None),) * 2
+    heads_per_group = ux.shape[2] // ub.shape[2]
 
-    def shard(u, segment_ids, starts, dt, a, conv_weight, conv_bias):
+    def shard(ux, ub, uc, segment_ids, starts, dt, a, *conv_params):
+        if heads is not None and groups is None:  # this device's heads lie in one group: take its B/C channels
+            group = jax.lax.axis_index(heads) * ux.shape[2] // heads_per_group
+            ub, uc, *conv_params = [v if i in (2, 5) else jax.lax.dynamic_slice_in_dim(v, group, 1, v.ndim - 2)
+                                    for i, v in enumerate((ub, uc, *conv_params))]
+        bsz, t = ux.shape[:2]
+        sizes = ux.shape[2:] + ub.shape[2:]
+        u = jnp.concatenate([v.reshape(bsz, t, -1) for v in (ux, ub, uc)], axis=-1)
+        weight = jnp.concatenate([w.reshape(k, -1) for w in conv_params[:3]], axis=-1)
+        bias = jnp.concatenate([w.reshape(-1) for w in conv_params[3:]], axis=-1)
         forward = [(i, i + 1) for i in range(num_shards - 1)]
         history = jax.lax.ppermute(u[:, -(k - 1):], sequence, forward)
         history_segment = jax.lax.ppermute(segment_ids[:, -(k - 1):], sequence, forward)
-        (xs, b, c), _ = _conv_activations(u, segment_ids, conv_weight, conv_bias, history, history_segment, cfg=cfg)
+        (xs, b, c), _ = _conv_activations(u, segment_ids, weight, bias, history, history_segment, sizes=sizes)
         y, final = _ssd_scan(cfg.kernel_impl)(xs, dt, a, b, c, starts, chunk_size=cfg.mamba_chunk_size,
                                               initial_state=None)
         log_decay = jnp.cumsum(dt * a, axis=1)                                     # [b, t, H]
@@ -140,8 +162,23 @@ def sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, *, cfg:
         y = at_least_f32(y) + jnp.einsum("bthn,bhpn->bthp", c_heads, state) * scale[..., None]
         return xs, y.astype(xs.dtype)
 
-    return on_shards(shard, (per_token, tokens, tokens, per_token, P(), P(), P()), (P(rows, sequence, None, None),) * 2,
-                     u, segment_ids, segment_starts(segment_ids), dt, a, conv_weight, conv_bias)
+    return on_shards(shard, (per_head, per_group, per_group, tokens, tokens, P(rows, sequence, heads), P(heads))
+                     + conv_specs, (per_head,) * 2,
+                     ux, ub, uc, segment_ids, segment_starts(segment_ids), dt, a, *conv_params)
+
+
+def _tensor_split(num_heads: int, num_groups: int):
+    """The mesh axes (those of ``tensor``) that split a sequence-parallel call's H Mamba heads and its G groups:
+    both when they divide G; the heads alone when each device's heads then lie in one group (each device takes
+    every group's B/C channels and keeps its own); else neither (None)."""
+    axes = mesh_axes("heads", num_heads)
+    if not axes:
+        return None, None
+    mesh = jax.sharding.get_abstract_mesh()
+    local_heads = num_heads // math.prod(mesh.shape[axis] for axis in axes)
+    if num_groups % (num_heads // local_heads) == 0:
+        return axes, axes
+    return (axes, None) if (num_heads // num_groups) % local_heads == 0 else (None, None)
 
 
 def _ssd_scan(impl: str):
@@ -214,9 +251,8 @@ class Mamba2(nn.Module):
                       nn.initializers.normal(stddev=(h * p) ** -0.5), cfg).astype(dtype)
 
         z = jnp.einsum("btd,dhp->bthp", x, w_z)
-        u = jnp.concatenate([jnp.einsum("btd,dhp->bthp", x, w_x).reshape(bsz, t, h * p),
-                             jnp.einsum("btd,dgn->btgn", x, w_b).reshape(bsz, t, g * n),
-                             jnp.einsum("btd,dgn->btgn", x, w_c).reshape(bsz, t, g * n)], axis=-1)
+        ux = jnp.einsum("btd,dhp->bthp", x, w_x)
+        ub, uc = (jnp.einsum("btd,dgn->btgn", x, w) for w in (w_b, w_c))
         valid = segment_ids > 0
         dt = jax.nn.softplus(at_least_f32(jnp.einsum("btd,dh->bth", x, w_dt)) + at_least_f32(dt_bias))
         dt = jnp.where(valid[..., None], dt, 0.0)
@@ -224,10 +260,13 @@ class Mamba2(nn.Module):
         sequence = mesh_axes("length", t) if self.split_length and layer_cache is None else ()
 
         if sequence:
-            xs, y = sequence_parallel_ssm(u, segment_ids, dt, a, conv_weight, conv_bias, cfg=cfg, sequence=sequence)
+            xs, y = sequence_parallel_ssm(ux, ub, uc, segment_ids, dt, a, conv_weight, conv_bias, cfg=cfg,
+                                          sequence=sequence)
         else:
+            u = jnp.concatenate([v.reshape(bsz, t, -1) for v in (ux, ub, uc)], axis=-1)
             history = jnp.zeros((bsz, k - 1, channels), dtype) if layer_cache is None else layer_cache["conv"]
-            (xs, b, c), extended = _conv_activations(u, segment_ids, conv_weight, conv_bias, history, cfg=cfg)
+            (xs, b, c), extended = _conv_activations(u, segment_ids, conv_weight, conv_bias, history,
+                                                     sizes=(h, p, g, n))
             if layer_cache is not None and t == 1:
                 y, state = ssd_step(layer_cache["ssm"], xs[:, 0], dt[:, 0], a, b[:, 0], c[:, 0])
                 y = y[:, None]

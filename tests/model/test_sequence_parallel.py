@@ -50,8 +50,9 @@ def reference():
         return params, tokens, seg, (loss, logits, aux, grads)
 
 
-@pytest.mark.parametrize("axes", [dict(sequence=8), dict(data=2, sequence=4), dict(sequence=2, expert=2, tensor=2)],
-                         ids=["sequence8", "data2-sequence4", "sequence2-expert2-tensor2"])
+@pytest.mark.parametrize("axes", [dict(sequence=8), dict(data=2, sequence=4), dict(sequence=2, expert=2, tensor=2),
+                                  dict(sequence=2, tensor=4)],
+                         ids=["sequence8", "data2-sequence4", "sequence2-expert2-tensor2", "sequence2-tensor4"])
 def test_sequence_parallel_forward_and_grads_equal_one_device(reference, axes):
     params, tokens, seg, (loss_ref, logits_ref, aux_ref, grads_ref) = reference
     mesh = sharding.make_mesh(axes)
@@ -71,18 +72,48 @@ def test_sequence_parallel_forward_and_grads_equal_one_device(reference, axes):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=jax.tree_util.keystr(path))
 
 
-def test_sequence_shards_run_one_eighth_of_the_work(reference):
-    """Per-device compiled FLOPs of the forward at sequence=8 against one device: each device runs its own
-    tokens' projections, experts and scan and its queries' share of the attention scores."""
+@pytest.mark.parametrize("axes, bound", [(dict(sequence=8), 0.2), (dict(sequence=4, tensor=2), 0.155)],
+                         ids=["sequence8", "sequence4-tensor2"])
+def test_sequence_shards_run_one_eighth_of_the_work(reference, axes, bound):
+    """Per-device compiled FLOPs of the forward on 8 devices against one device: each device runs its own
+    tokens' projections, experts and scan (on tensor=2, half the Mamba heads) and its queries' share of the
+    attention scores. Measured: 0.133 and 0.137 (0.166 with the Mamba heads whole on each tensor device)."""
     params, tokens, seg, _ = reference
     forward = jax.jit(lambda p, t, s: _loss(p, t, s)[0])
     with jax.enable_x64(True):
         whole = forward.lower(params, tokens, seg).compile().cost_analysis()["flops"]
-        mesh = sharding.make_mesh(dict(sequence=8))
+        mesh = sharding.make_mesh(axes)
         with jax.set_mesh(mesh):
             split = forward.lower(jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL)),
                                   tokens, seg).compile().cost_analysis()["flops"]
-    assert split / whole < 0.2, (split, whole)
+    assert split / whole < bound, (split, whole)
+
+
+@pytest.mark.parametrize("axes, local_groups", [(dict(data=2, sequence=2, tensor=2), 1),
+                                                (dict(sequence=2, tensor=4), 1)],
+                         ids=["groups-split", "one-group-per-device"])
+def test_mamba_shards_split_heads_over_tensor(reference, axes, local_groups):
+    """Each device's conv and scan take its tokens and its share of the Mamba heads: on tensor=2 the H=4 heads
+    with their G=2 groups; on tensor=4 (which does not divide G) one head each, with the B/C channels of the group
+    it lies in. The shard_map that passes the conv halo gets [rows, T/S, H/tensor, P] inputs and runs its conv on
+    (H/tensor) P + 2 N channels (the values are checked by the equality test above)."""
+    params, tokens, seg, _ = reference
+    mesh = sharding.make_mesh(axes)
+    with jax.enable_x64(True), jax.set_mesh(mesh):
+        sharded = jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL))
+        jaxpr = jax.make_jaxpr(lambda p: _loss(p, tokens, seg)[0])(sharded)
+    mamba_shards = [eqn for eqn in all_eqns(jaxpr) if eqn.primitive.name == "shard_map"
+                    and any(inner.primitive.name == "ppermute" for inner in all_eqns(eqn.params["jaxpr"]))]
+    assert len(mamba_shards) == SP_MODEL.block_pattern.count("mamba")
+    rows = ROWS // axes.get("data", 1)
+    heads = SP_MODEL.mamba_num_heads // axes["tensor"]
+    head_dim, state = SP_MODEL.mamba_head_dim, SP_MODEL.mamba_state_size
+    for eqn in mamba_shards:
+        local_ux = eqn.params["jaxpr"].invars[0].aval.shape
+        assert local_ux == (rows, LENGTH // axes["sequence"], heads, head_dim), local_ux
+        halo = [inner for inner in all_eqns(eqn.params["jaxpr"]) if inner.primitive.name == "ppermute"]
+        assert halo[0].invars[0].aval.shape == (rows, SP_MODEL.mamba_conv_kernel - 1,
+                                                heads * head_dim + 2 * local_groups * state)
 
 
 def test_sequence_parallelism_needs_a_conv_window_per_shard(reference):
