@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nemocascade import model as model_lib
-from nemocascade.model.layers import ACTIVATION_RULES
+from nemocascade.model.layers import ACTIVATION_RULES, mesh_axes
 
 MESH_AXES = ("data", "fsdp", "expert", "sequence", "tensor")
 BATCH_AXES = ACTIVATION_RULES["batch"]   # the model constrains its activations' batch dim the same way
@@ -148,6 +148,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading dimension split over the batch axes, everything else replicated (any rank >= 1)."""
     axes = batch_axes(mesh)
     return NamedSharding(mesh, PartitionSpec(axes if axes else None))
+
+
+def sampler_rows_sharding(mesh: Mesh, num_rows: int) -> NamedSharding:
+    """The sampler's ``num_rows`` rows (its tokens and cache; leading dimension): split over the batch axes and
+    ``sequence`` where that divides them, else over the batch axes alone where they do, else replicated, as the
+    model's calls with a cache split them (``model.layers.row_axis``)."""
+    with jax.set_mesh(mesh):
+        axes = mesh_axes("rows", num_rows)
+    return NamedSharding(mesh, PartitionSpec(axes or None))
 
 
 def to_host(tree):

@@ -184,6 +184,16 @@ def test_cascade_stages_teachers_and_kv_cache():
         rows_per_device * 4 * cfg.vocab_size
     # Rollout + teacher scoring: two forward passes, a third of the train FLOPs each.
     assert p.rollout_flops == pytest.approx(2 * p.train_flops / 3)
+    # On data=2 x sequence=2 the sampler's rows are split 4 ways too (sharding.sampler_rows_sharding).
+    config.mesh.update(data=2, sequence=2)
+    assert make_plan(config, hardware.topology("v5p-8"), "mopd").bytes["kv_cache"] == p.bytes["kv_cache"]
+
+
+def test_sampler_rows_take_the_sequence_devices_where_they_divide():
+    assert memory.sampler_split(16, dict(data=2, fsdp=2, sequence=4)) == 16
+    assert memory.sampler_split(8, dict(data=2, fsdp=2, sequence=4)) == 4   # the batch axes alone
+    assert memory.sampler_split(6, dict(data=2, sequence=4)) == 2
+    assert memory.sampler_split(5, dict(data=2, sequence=4)) == 1
 
 
 def test_batch_not_divisible_by_the_batch_axes_is_replicated():

@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
 from nemocascade.model.kernels import on_shards, pallas_op
-from nemocascade.model.layers import RMSNorm, apply_rope, at_least_f32, dtype_of, mesh_axes, param
+from nemocascade.model.layers import RMSNorm, apply_rope, at_least_f32, dtype_of, mesh_axes, param, row_axis
 
 
 def sequence_query_chunk(num_keys: int) -> int:
@@ -101,16 +101,16 @@ def self_attention(q, k, v, segment_ids, impl: str, *, split_length: bool = Fals
     if impl == "xla":
         return grouped_attention(q, k, v, self_attention_mask(segment_ids))
     flash = pallas_op("attention.ops", "flash_attention", impl)
-    tokens, heads = _kernel_specs(q, k)
+    tokens, heads = _kernel_specs(q, k, rows=row_axis(split_length))
     return on_shards(lambda q, k, v, segs: flash(q, k, v, segment_ids=segs, causal=True, impl=impl),
                      (heads, heads, heads, tokens), heads, q, k, v, segment_ids)
 
 
-def _kernel_specs(q, k, sequence=()):
+def _kernel_specs(q, k, sequence=(), rows: str = "batch"):
     """(spec of per-token arrays [B, T], spec of [B, T, heads, Dh] arrays) for a per-device call on the active
-    mesh: rows over the batch axes, tokens over ``sequence`` (the given axes), heads over ``tensor`` when it
-    divides the KV heads."""
-    rows, tokens = mesh_axes("batch", q.shape[0]) or None, sequence or None
+    mesh: rows over the axes of the logical axis ``rows`` (``layers.row_axis``), tokens over ``sequence`` (the
+    given axes), heads over ``tensor`` when it divides the KV heads."""
+    rows, tokens = mesh_axes(rows, q.shape[0]) or None, sequence or None
     return P(rows, tokens), P(rows, tokens, mesh_axes("heads", k.shape[2]) or None, None)
 
 
@@ -193,7 +193,7 @@ def cached_attention(q, keys, values, lengths, num_new_valid, impl: str):
     t = q.shape[1]
     if impl != "xla" and t == 1:
         decode = pallas_op("attention.ops", "decode_attention", impl)
-        tokens, heads = _kernel_specs(q, keys)
+        tokens, heads = _kernel_specs(q, keys, rows="rows")
         rows = P(tokens[0])
         return on_shards(lambda q, k, v, ends: decode(q, k, v, ends, impl=impl), (heads, heads, heads, rows), heads,
                          q, keys, values, lengths + 1)

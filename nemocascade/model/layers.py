@@ -13,8 +13,16 @@ from jax.sharding import PartitionSpec
 from nemocascade.model.config import ModelConfig
 
 # Logical activation axes -> mesh axes (kept here so the model needs nothing from sharding.py). "length" (a row's
-# tokens) is split over "sequence" in calls without a cache (training, scoring), never in the sampler's.
-ACTIVATION_RULES = {"batch": ("data", "fsdp", "expert"), "length": ("sequence",), "heads": ("tensor",)}
+# tokens) is split over "sequence" in calls without a cache (training, scoring), never in the sampler's: the rows
+# of those calls ("rows", see ``row_axis``) are split over the "sequence" devices too.
+ACTIVATION_RULES = {"batch": ("data", "fsdp", "expert"), "rows": ("data", "fsdp", "expert", "sequence"),
+                    "length": ("sequence",), "heads": ("tensor",)}
+
+
+def row_axis(split_length: bool) -> str:
+    """The logical axis of a call's rows: "batch" when its tokens may be split over ``sequence`` (a call without
+    a cache), else "rows" (the sampler's calls, whose whole rows are split over ``sequence`` as well)."""
+    return "batch" if split_length else "rows"
 
 
 def dtype_of(name: str):
@@ -24,7 +32,7 @@ def dtype_of(name: str):
 def mesh_axes(name: str | None, dim: int) -> tuple[str, ...]:
     """The active mesh's axes (``jax.set_mesh``) that the logical activation axis ``name`` maps to, for a
     dimension of size ``dim``: those of size > 1, or () when there is no mesh or they do not divide ``dim``
-    (which is then left replicated)."""
+    (which is then left replicated; "rows" then falls back to "batch")."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or name is None:
         return ()
@@ -32,7 +40,9 @@ def mesh_axes(name: str | None, dim: int) -> tuple[str, ...]:
     size = 1
     for a in axes:
         size *= mesh.shape[a]
-    return axes if dim % size == 0 else ()
+    if dim % size == 0:
+        return axes
+    return mesh_axes("batch", dim) if name == "rows" else ()
 
 
 def constrain(x: jax.Array, *logical: str | None) -> jax.Array:

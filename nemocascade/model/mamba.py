@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
 from nemocascade.model.kernels import on_shards, pallas_op
-from nemocascade.model.layers import at_least_f32, constrain, dtype_of, mesh_axes, param
+from nemocascade.model.layers import at_least_f32, constrain, dtype_of, mesh_axes, param, row_axis
 from nemocascade.model.ssd import segment_starts, ssd_chunked, ssd_step
 
 
@@ -64,17 +64,17 @@ def causal_conv(u, segment_ids, weight, bias, history, history_segment=None):
     return out, extended
 
 
-def ssm_scan(x, dt, a, b, c, starts, *, chunk_size: int, initial_state, impl: str):
+def ssm_scan(x, dt, a, b, c, starts, *, chunk_size: int, initial_state, impl: str, rows: str = "batch"):
     """The chunked SSD scan over [B, T] (shapes as ``ssd.ssd_chunked``) -> (y, final state).
 
     ``impl="xla"``: ``ssd.ssd_chunked`` (plain jnp); otherwise ``pallas_kernels.ssd.ssd_scan`` with that impl
     (under ``"auto"`` it falls back to its XLA path for shapes its kernel does not take), per device on its rows
-    and heads on a mesh (``kernels.on_shards``).
+    (those of the logical axis ``rows``, ``layers.row_axis``) and heads on a mesh (``kernels.on_shards``).
     """
     scan = _ssd_scan(impl)
     if impl == "xla":
         return scan(x, dt, a, b, c, starts, chunk_size=chunk_size, initial_state=initial_state)
-    rows = mesh_axes("batch", x.shape[0]) or None
+    rows = mesh_axes(rows, x.shape[0]) or None
     heads = mesh_axes("heads", b.shape[2]) or None  # split heads only with their groups (G | H)
     per_token = P(rows, None, heads, None)
     state = None if initial_state is None else P(rows, heads, None, None)
@@ -273,7 +273,7 @@ class Mamba2(nn.Module):
             else:
                 initial = None if layer_cache is None else layer_cache["ssm"]
                 y, state = ssm_scan(xs, dt, a, b, c, segment_starts(segment_ids), chunk_size=cfg.mamba_chunk_size,
-                                    initial_state=initial, impl=cfg.kernel_impl)
+                                    initial_state=initial, impl=cfg.kernel_impl, rows=row_axis(self.split_length))
         y = y + (d_skip[:, None] * at_least_f32(xs)).astype(y.dtype)
         y = gated_rms_norm(y, z, norm_scale, g, cfg.rms_norm_eps)
         out = jnp.einsum("bthp,hpd->btd", y, w_out)

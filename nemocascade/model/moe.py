@@ -12,7 +12,8 @@ On a mesh (``jax.set_mesh``) the routed experts run inside ``jax.shard_map``, so
 grouped matmuls see only a device's own tokens (left to GSPMD, the top-k and the sort are all-gathered and every
 device runs the experts on the whole batch's token copies):
 * tokens are split over the batch axes (``data``, ``fsdp``, ``expert``) that divide the batch, and over
-  ``sequence`` (sequence parallelism, ``MoE(split_length=True)``) when it divides T;
+  ``sequence``: in calls without a cache each row's T tokens when it divides T (sequence parallelism,
+  ``MoE(split_length=True)``), in the sampler's calls the rows (``layers.row_axis``);
 * ``expert`` > 1 (expert parallelism): a device holds ``E / expert`` experts; the tokens of its ``expert`` group
   are all-gathered, it runs its own experts' copies and the partial outputs are reduce-scattered back. The
   grouped matmuls get all ``expert * n * k`` gathered copies as one static buffer (dropless: any share may be
@@ -34,7 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
 from nemocascade.model.kernels import on_shards, pallas_op
-from nemocascade.model.layers import MLP, activate, at_least_f32, dtype_of, mesh_axes, param
+from nemocascade.model.layers import MLP, activate, at_least_f32, dtype_of, mesh_axes, param, row_axis
 
 
 def route(logits, bias, cfg: ModelConfig):
@@ -89,8 +90,8 @@ class MoE(nn.Module):
         w_down = param(self, "w_down", (e, f, d), ("expert", "expert_mlp", "embed"),
                        nn.initializers.normal(stddev=f ** -0.5), cfg).astype(dtype)
 
-        length = t if self.split_length else 1
-        layout = _ShardLayout.of_active_mesh(b, length, e, f) if cfg.moe_impl == "ragged" else _ShardLayout()
+        layout = (_ShardLayout.of_active_mesh(b, t, e, f, split_length=self.split_length) if cfg.moe_impl == "ragged"
+                  else _ShardLayout())
         routed, sums = layout.run(functools.partial(_routed_experts, cfg=cfg, layout=layout),
                                   x, valid, router, bias, w_gate, w_up, w_down)
         y = routed
@@ -104,21 +105,24 @@ class _ShardLayout:
     (no mesh, or ``moe_impl="dense"``): :meth:`run` calls the function directly."""
 
     def __init__(self, token_axes=(), expert_axis=None, tensor_axis=None, length_axes=()):
-        self.token_axes = token_axes              # batch axes that split B
+        self.token_axes = token_axes              # axes that split B (layers.row_axis)
         self.expert_axis = expert_axis            # "expert" when it splits E
         self.tensor_axis = tensor_axis            # "tensor" when it splits F
         self.length_axes = length_axes            # "sequence" when it splits T
 
     @classmethod
-    def of_active_mesh(cls, batch: int, length: int, num_experts: int, expert_hidden: int) -> "_ShardLayout":
-        """``length``: T when the tokens may be split over ``sequence``, else 1."""
+    def of_active_mesh(cls, batch: int, length: int, num_experts: int, expert_hidden: int, *,
+                       split_length: bool) -> "_ShardLayout":
+        """``split_length``: the ``length`` tokens of each row may be split over ``sequence``; else the rows are
+        (``layers.row_axis``)."""
         mesh = jax.sharding.get_abstract_mesh()
         if mesh.empty:
             return cls()
         size = lambda axis: mesh.shape.get(axis, 1)
         expert_axis = "expert" if size("expert") > 1 and num_experts % size("expert") == 0 else None
         tensor_axis = "tensor" if size("tensor") > 1 and expert_hidden % size("tensor") == 0 else None
-        return cls(mesh_axes("batch", batch), expert_axis, tensor_axis, mesh_axes("length", length))
+        return cls(mesh_axes(row_axis(split_length), batch), expert_axis, tensor_axis,
+                   mesh_axes("length", length) if split_length else ())
 
     @property
     def gathers_tokens(self) -> bool:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from nemocascade.model.attention import Attention
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.layers import MLP, RMSNorm, at_least_f32, constrain, dtype_of, param
+from nemocascade.model.layers import MLP, RMSNorm, at_least_f32, constrain, dtype_of, param, row_axis
 from nemocascade.model.mamba import Mamba2, init_layer_cache
 from nemocascade.model.moe import MoE
 
@@ -38,22 +38,22 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, positions, segment_ids, layer_cache, lengths):
         cfg, stats, new_cache = self.cfg, None, None
-        length = "length" if self.split_length else None
+        rows, length = row_axis(self.split_length), "length" if self.split_length else None
         if "attention" in self.kind:
             h, new_cache = Attention(cfg, prefill=self.prefill, split_length=self.split_length, name="attention")(
                 RMSNorm(cfg, name="attention_norm")(x), positions, segment_ids, layer_cache, lengths)
-            x = constrain(x + h, "batch", length, None)
+            x = constrain(x + h, rows, length, None)
         if self.kind == "mamba":
             h, new_cache = Mamba2(cfg, split_length=self.split_length, name="mamba")(
                 RMSNorm(cfg, name="mamba_norm")(x), segment_ids, layer_cache)
-            x = constrain(x + h, "batch", length, None)
+            x = constrain(x + h, rows, length, None)
         if "moe" in self.kind:
             h, stats = MoE(cfg, split_length=self.split_length, name="moe")(RMSNorm(cfg, name="moe_norm")(x),
                                                                           segment_ids > 0)
-            x = constrain(x + h, "batch", length, None)
+            x = constrain(x + h, rows, length, None)
         elif "mlp" in self.kind:
             x = x + MLP(cfg, cfg.mlp_hidden_size, cfg.mlp_activation, name="mlp")(RMSNorm(cfg, name="mlp_norm")(x))
-            x = constrain(x, "batch", length, None)
+            x = constrain(x, rows, length, None)
         return x, stats, new_cache
 
 
@@ -64,7 +64,8 @@ class Decoder(nn.Module):
     Sequence parallelism: a call without a cache splits every row's tokens over the ``sequence`` mesh axis when
     it divides T (each layer's sharding constraint; attention all-gathers the keys and values, Mamba-2 passes
     its conv window and SSM state across the shards, the MoE routes each device's own tokens). A call with a
-    cache (the sampler's prefill and decode) keeps the tokens whole on every ``sequence`` device."""
+    cache (the sampler's prefill and decode) keeps each row's tokens whole and splits its rows over the
+    ``sequence`` devices as well as the batch axes (``layers.row_axis``)."""
 
     cfg: ModelConfig
     with_head: bool = True
@@ -77,7 +78,7 @@ class Decoder(nn.Module):
         embed = param(self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
                       nn.initializers.normal(stddev=1.0), cfg)
         split_length = cache is None
-        x = constrain(embed[tokens].astype(dtype), "batch", "length" if split_length else None, None)
+        x = constrain(embed[tokens].astype(dtype), row_axis(split_length), "length" if split_length else None, None)
         block_cls = Block
         if cfg.remat != "none":
             policy = None if cfg.remat == "full" else jax.checkpoint_policies.checkpoint_dots

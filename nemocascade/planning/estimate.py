@@ -188,7 +188,7 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
     rollout_flops = 0.0
     if wl.rollout is not None:
         rollout = wl.rollout
-        rows_per_device = rollout.rows // memory.batch_split(rollout.rows, axis_sizes)
+        rows_per_device = rollout.rows // memory.sampler_split(rollout.rows, axis_sizes)
         prompt = -(-rollout.prompt_len // PROMPT_BUCKET) * PROMPT_BUCKET
         slots = prompt + rollout.new_tokens
         terms["kv_cache"] = memory.kv_cache_bytes(cfg, rows_per_device, slots)

@@ -61,7 +61,7 @@ import numpy as np
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.model import attention
-from nemocascade.model.layers import dtype_of
+from nemocascade.model.layers import ACTIVATION_RULES, dtype_of
 
 F32 = 4
 
@@ -74,6 +74,13 @@ def batch_split(rows: int, axis_sizes: Mapping[str, int]) -> int:
     """How many ways ``rows`` are split: the batch axes' product when it divides ``rows``, else 1."""
     ways = math.prod(axis_sizes.get(a, 1) for a in sharding_lib.BATCH_AXES)
     return ways if rows % ways == 0 else 1
+
+
+def sampler_split(rows: int, axis_sizes: Mapping[str, int]) -> int:
+    """How many ways the sampler's ``rows`` are split: the batch axes' and ``sequence``'s product when it divides
+    ``rows``, else :func:`batch_split` (``sharding.sampler_rows_sharding``)."""
+    ways = math.prod(axis_sizes.get(a, 1) for a in ACTIVATION_RULES["rows"])
+    return ways if rows % ways == 0 else batch_split(rows, axis_sizes)
 
 
 def sequence_split(seq_len: int, axis_sizes: Mapping[str, int]) -> int:

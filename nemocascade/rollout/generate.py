@@ -211,8 +211,8 @@ def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]
       num_samples: samples per prompt; rows of one prompt are contiguous.
       temperature, top_p, top_k, stop_tokens, think_budget, think_end_tokens: see ``SamplingParams``.
       rng: PRNG key (same key + same inputs = same rollouts).
-      mesh: if given, rows and the cache are sharded over the mesh's batch axes (params are used in the
-        sharding they already have).
+      mesh: if given, rows and the cache are sharded over the mesh's batch axes and ``sequence``
+        (``sharding.sampler_rows_sharding``; params are used in the sharding they already have).
       pad_id: id written into padding positions of ``Rollouts.tokens``.
     Returns:
       ``Rollouts`` (host numpy arrays).
@@ -236,9 +236,8 @@ def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]
     cache = model_lib.init_cache(cfg, n, width + max_new_tokens)
     tokens_dev, segment_dev = jnp.asarray(tokens), jnp.asarray(segment_ids)
     if mesh is not None:
-        batch_sharding = sharding_lib.batch_sharding(mesh)
-        if n % sharding_lib.batch_shards(mesh) == 0:
-            tokens_dev, segment_dev, cache = jax.device_put((tokens_dev, segment_dev, cache), batch_sharding)
+        rows_sharding = sharding_lib.sampler_rows_sharding(mesh, n)
+        tokens_dev, segment_dev, cache = jax.device_put((tokens_dev, segment_dev, cache), rows_sharding)
     with _maybe_mesh(mesh):
         out, _ = _prefill_and_decode(params, cache, tokens_dev, segment_dev, rng, cfg=cfg, sampling=sampling)
     response, logprobs, lengths, finished, forced = sharding_lib.to_host(out)

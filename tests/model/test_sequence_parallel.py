@@ -13,6 +13,7 @@ from jaxpr_testing import all_eqns
 from nemocascade import model as m
 from nemocascade import sharding
 from nemocascade.model.attention import chunked_query_attention, grouped_attention
+from nemocascade.rollout import generate
 
 SP_MODEL = m.presets.tiny_hybrid().replace(
     vocab_size=64, d_model=32, num_layers=4, block_pattern=("mamba", "attention+moe", "mamba", "mlp"), num_heads=4,
@@ -147,6 +148,31 @@ def test_sampler_calls_keep_rows_whole_on_sequence_devices(reference):
             assert _sequence_collectives(uncached, sharded, tokens[:, :16]) == {"all_gather", "ppermute"}
             got = cached(sharded, tokens[:, :16], cache)
     np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+def test_sampler_splits_its_rows_over_sequence_devices(reference):
+    """The sampler's rows take the ``sequence`` devices too: 8 rollout rows on data=2 x sequence=4 run one row
+    per device (compiled FLOPs of a cached forward per device ~1/8 of one device's; with the rows split over
+    ``data`` alone it is 1/2), and ``generate`` there gives one device's rollouts."""
+    params, _, _, _ = reference
+    prompts = [[3, 4, 5], [6, 7], [8, 9, 10, 11, 12], [13]]
+    cached = jax.jit(lambda p, t, c: m.forward(p, SP_MODEL, t, segment_ids=jnp.ones_like(t), cache=c)[0])
+    tokens = jnp.tile(jnp.arange(1, 9, dtype=jnp.int32), (8, 1))
+    with jax.enable_x64(True):
+        want = generate(params, SP_MODEL, prompts, max_new_tokens=6, num_samples=2, rng=jax.random.PRNGKey(2))
+        whole = cached.lower(params, tokens, m.init_cache(SP_MODEL, 8, 16)).compile().cost_analysis()["flops"]
+        mesh = sharding.make_mesh(dict(data=2, sequence=4))
+        sharded = jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL))
+        got = generate(sharded, SP_MODEL, prompts, max_new_tokens=6, num_samples=2, rng=jax.random.PRNGKey(2),
+                       mesh=mesh)
+        rows = sharding.sampler_rows_sharding(mesh, 8)
+        assert rows.spec == jax.sharding.PartitionSpec(("data", "sequence"))
+        with jax.set_mesh(mesh):
+            cache = jax.device_put(m.init_cache(SP_MODEL, 8, 16), rows)
+            split = cached.lower(sharded, jax.device_put(tokens, rows), cache).compile().cost_analysis()["flops"]
+    assert split / whole < 0.2, (split, whole)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_allclose(got.logprobs, want.logprobs, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("chunk", [3, 7, 16])

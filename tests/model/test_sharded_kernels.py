@@ -138,14 +138,17 @@ def test_pallas_kernels_under_sequence_parallelism_equal_xla_on_one_device():
     _assert_same(_run(cfg, params, tokens, seg, axes), _run(HYBRID, params, tokens, seg), rtol=2e-5, atol=2e-6)
 
 
-def test_rollouts_with_pallas_kernels_on_a_mesh_equal_one_device_xla():
+@pytest.mark.parametrize("axes", [dict(data=2, tensor=2, expert=2), dict(sequence=2, tensor=2, expert=2)],
+                         ids=["data-tensor-expert", "sequence-tensor-expert"])
+def test_rollouts_with_pallas_kernels_on_a_mesh_equal_one_device_xla(axes):
     """The sampler on a mesh with kernel_impl="interpret": prefill (flash attention, SSD scan) and decode
-    (decode attention, grouped matmul) per device give the single-device XLA rollouts: same tokens, log-probs."""
+    (decode attention, grouped matmul) per device give the single-device XLA rollouts: same tokens, log-probs.
+    With ``sequence`` the 8 rows are split over ``expert x sequence`` (the sampler's rows take it)."""
     params = m.init_params(HYBRID, jax.random.PRNGKey(3))
     prompts = [[5, 6, 7], [9, 10, 11, 12, 13], [20], [30, 31, 32, 33]]
     ref = generate(params, HYBRID, prompts, max_new_tokens=4, num_samples=2, rng=jax.random.PRNGKey(9))
     cfg = HYBRID.replace(kernel_impl="interpret")
-    mesh = sharding.make_mesh(dict(data=2, tensor=2, expert=2))
+    mesh = sharding.make_mesh(axes)
     sharded = jax.device_put(params, sharding.param_shardings(mesh, cfg))
     out = generate(sharded, cfg, prompts, max_new_tokens=4, num_samples=2, rng=jax.random.PRNGKey(9), mesh=mesh)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
