@@ -14,7 +14,8 @@ between RLHF and code RL, where the paper has it.
 
 Presets (``--config=experiments/cascade.py:PRESET``):
   tiny (default): the tiny MoE on the toy domains, CPU (tens of minutes on two cores).
-  nano30b: RECIPE.md's settings per stage on a v5p-64-style mesh; needs the real tokenizer and data (JSONL).
+  nano30b: RECIPE.md's settings per stage on a v5p-64 (``configs.nano30b_mesh``: each stage plans to fit,
+    ``python -m nemocascade.plan``); needs the real tokenizer and data (JSONL).
   tiny_long_context, nano30b_long_context: the same with long-context RL.
 """
 import ml_collections
@@ -70,7 +71,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         return configs.cascade_config(name="cascade", model="tiny", mesh=configs.mesh_config(), order=order,
                                       stages=_tiny_stages(), eval_cfg=configs.eval_config(domains=DOMAINS),
                                       data=configs.shared_data_config())
-    return configs.cascade_config(name="cascade", model="nano30b", mesh=configs.nano30b_mesh(), order=order,
+    return configs.cascade_config(name="cascade", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
+                                      order=order,
                                   stages=_nano30b_stages(),
                                   eval_cfg=configs.eval_config(domains=DOMAINS, num_examples=512,
                                                                max_new_tokens=49152),

@@ -7,8 +7,8 @@ from random weights, which earn no reward on any domain; in a workdir that alrea
 Presets (``--config=experiments/grpo.py:PRESET``):
   tiny (default): the tiny MoE on the toy math/if/code domains, CPU minutes.
   nano30b: RECIPE.md's multi-domain RL (128 prompts x 16 rollouts, 49K-token responses, ~70 steps, lr 3e-6,
-    no KL, router frozen) on a v5p-64-style mesh. The paper's mix is MCQA 55% / tool calling 30% / structured
-    output 15%; without verifiers for those, the released subset's rows are scored as math / if / code.
+    no KL, router frozen) on a v5p-64 (``configs.nano30b_mesh``). The paper's mix is MCQA 55% / tool calling
+    30% / structured output 15%; without verifiers for those, the released subset's rows are scored as math / if / code.
 """
 import ml_collections
 
@@ -29,7 +29,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         stages = {"sft": configs.nano30b_sft_stage(),
                   "multi_domain_rl": configs.nano30b_rl_stage("grpo", domains=DOMAINS, jsonl="multi_domain_rl.jsonl",
                                                               steps=70, max_new_tokens=49152)}
-        return configs.cascade_config(name="grpo", model="nano30b", mesh=configs.nano30b_mesh(), order=ORDER,
+        return configs.cascade_config(name="grpo", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
+                                      order=ORDER,
                                       stages=stages, eval_cfg=configs.eval_config(domains=DOMAINS, num_examples=512,
                                                                                   max_new_tokens=49152),
                                       data=configs.nano30b_shared_data())

@@ -8,7 +8,8 @@ response that hits ``max_new_tokens`` gets reward 0 (``rl.filter_uniform_groups`
 Presets (``--config=experiments/if_rl.py:PRESET``):
   tiny (default): the tiny MoE on the toy ``if`` domain, CPU minutes.
   nano30b: RECIPE.md's IF-RL (thinking mode, 128 prompts x 16 rollouts, 49K-token responses, ~180 steps,
-    lr 3e-6, no KL, router frozen) on a v5p-64-style mesh; needs the released IF-RL subset as JSONL.
+    lr 3e-6, no KL, router frozen) on a v5p-64 (``configs.nano30b_mesh``); needs the released IF-RL subset as
+    JSONL.
 """
 import ml_collections
 
@@ -28,7 +29,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         stages = {"sft": configs.nano30b_sft_stage(),
                   "if_rl": configs.nano30b_rl_stage("grpo", domains=("if",), jsonl="if_rl.jsonl", steps=180,
                                                     max_new_tokens=49152)}
-        return configs.cascade_config(name="if_rl", model="nano30b", mesh=configs.nano30b_mesh(), order=ORDER,
+        return configs.cascade_config(name="if_rl", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
+                                      order=ORDER,
                                       stages=stages, eval_cfg=configs.eval_config(domains=("if", "math"),
                                                                                   num_examples=512,
                                                                                   max_new_tokens=49152),

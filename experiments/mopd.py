@@ -25,31 +25,18 @@ def get_config(preset: str = "tiny"):
                                       eval_cfg=configs.eval_config(domains=("math", "if")),
                                       data=configs.shared_data_config())
     if preset == "nano30b":
-        rl_opt = dict(learning_rate=3e-6, schedule="constant", b1=0.9, b2=0.95)
-        long_rl = dict(prompts_per_step=128, num_samples=16, max_new_tokens=49152, max_prompt_tokens=16384)
+        mopd_optimizer = configs.optimizer_config(learning_rate=2e-6, warmup_steps=30, init_learning_rate=2e-7)
         stages = {
             "sft": configs.nano30b_sft_stage(),
-            "if_rl": configs.stage("grpo", rl=configs.rl_config(domains=("if",), jsonl="REQUIRED: if_rl.jsonl",
-                                                                **long_rl),
-                                   optimizer=configs.optimizer_config(**rl_opt),
-                                   train=configs.train_config(steps=180, log_every=1, checkpoint_every=10,
-                                                              freeze_router=True)),
-            "math_rl": configs.stage("grpo", rl=configs.rl_config(domains=("math",),
-                                                                  jsonl="REQUIRED: multi_domain_rl.jsonl", **long_rl),
-                                     optimizer=configs.optimizer_config(**rl_opt),
-                                     train=configs.train_config(steps=70, log_every=1, checkpoint_every=10,
-                                                                freeze_router=True)),
-            "mopd": configs.stage("mopd", rl=configs.rl_config(domains=("math", "if"), jsonl="REQUIRED: mopd.jsonl",
-                                                               prompts_per_step=128, num_samples=4,
-                                                               max_new_tokens=98304, max_prompt_tokens=16384,
-                                                               aggregation="seq_mean_token_mean"),
-                                  optimizer=configs.optimizer_config(learning_rate=2e-6, schedule="constant",
-                                                                     warmup_steps=30, init_learning_rate=2e-7),
-                                  train=configs.train_config(steps=52, log_every=1, checkpoint_every=4,
-                                                             freeze_router=True)),
+            "if_rl": configs.nano30b_rl_stage("grpo", domains=("if",), jsonl="if_rl.jsonl", steps=180,
+                                              max_new_tokens=49152),
+            "math_rl": configs.nano30b_rl_stage("grpo", domains=("math",), jsonl="multi_domain_rl.jsonl", steps=70,
+                                                max_new_tokens=49152),
+            "mopd": configs.nano30b_rl_stage("mopd", domains=("math", "if"), jsonl="mopd.jsonl", steps=52,
+                                             max_new_tokens=98304, num_samples=4, aggregation="seq_mean_token_mean",
+                                             optimizer=mopd_optimizer, checkpoint_every=4),
         }
-        return configs.cascade_config(name="mopd", model="nano30b",
-                                      mesh=configs.mesh_config(data=1, fsdp=8, expert=8, tensor=1),
+        return configs.cascade_config(name="mopd", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
                                       order=("sft", "if_rl", "math_rl", "mopd"), stages=stages,
                                       eval_cfg=configs.eval_config(domains=("math", "if"), num_examples=512,
                                                                    max_new_tokens=98304),

@@ -67,7 +67,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                   "regress": configs.nano30b_rl_stage("grpo", domains=("math",), jsonl="math_rl.jsonl", steps=20,
                                                       max_new_tokens=49152, learning_rate=3e-5),
                   **_branch_stages(segment, NANO30B_SEGMENTS)}
-        return _cascade("nano30b", configs.nano30b_mesh(), stages, NANO30B_SEGMENTS,
+        return _cascade(configs.nano30b_model(), configs.nano30b_mesh(), stages, NANO30B_SEGMENTS,
                         configs.eval_config(domains=("math",), num_examples=512, max_new_tokens=49152),
                         configs.nano30b_shared_data())
     raise ValueError(f"unknown preset {preset!r} for experiments/mopd_vs_grpo.py; known: tiny, nano30b")

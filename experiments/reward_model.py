@@ -4,7 +4,7 @@ Presets (``--config=experiments/reward_model.py:PRESET``):
   tiny (default): the tiny MoE from scratch on toy ``chat`` preference pairs (chosen = a short correct
     answer; rejected = off-topic, rude, repetitive or padded with filler), a few CPU minutes; held-out
     pairwise accuracy lands in ``workdir/eval.json``.
-  nano30b: the Nemotron-3-Nano attention/MoE layout on a v5p-64-style mesh (fsdp 8 x expert 8). Needs a
+  nano30b: the Nemotron-3-Nano attention/MoE layout on a v5p-64 (``configs.nano30b_mesh``). Needs a
     real tokenizer and JSONL pairs (``data.*``, ``reward_model.eval_jsonl``). The paper's RLHF uses a
     generative pairwise judge, not a Bradley-Terry model (RECIPE.md), so these settings are ours: the usual
     BT recipe of one epoch at a small constant learning rate, 128 pairs per step, sequences up to the
@@ -25,7 +25,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         config.mesh = configs.mesh_config()
         config.update(configs.tiny_reward_model_stage())
     elif preset == "nano30b":
-        config.model = configs.model_config("nano30b")
+        config.model = configs.nano30b_model()
         config.mesh = configs.nano30b_mesh()
         config.update(configs.nano30b_reward_model_stage())
     else:

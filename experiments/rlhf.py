@@ -10,9 +10,9 @@ before and after (``evaluation`` in ``workdir/ledger.json``, and ``workdir/repor
 Presets (``--config=experiments/rlhf.py:PRESET``):
   tiny (default): the tiny MoE, CPU, roughly ten minutes on two cores (SFT is most of it).
   nano30b: RECIPE.md's RLHF settings (16K-token responses, 30 steps, 128 prompts x 16 rollouts, lr 3e-6) on a
-    v5p-64-style mesh, with the recipe's KL coefficient 0.03 against the RLHF stage's starting policy (the SFT
-    checkpoint, kept frozen beside the trained params: one more params set in device memory); the recipe's
-    generative pairwise judge is replaced by a Bradley-Terry model.
+    v5p-64 (``configs.nano30b_mesh``), with the recipe's KL coefficient 0.03 against the RLHF stage's starting
+    policy (the SFT checkpoint, kept frozen beside the trained params: one more params set in device memory);
+    the recipe's generative pairwise judge is replaced by a Bradley-Terry model.
 """
 import ml_collections
 
@@ -33,7 +33,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         stages = {"sft": configs.nano30b_sft_stage(),
                   "reward_model": configs.stage("reward_model", **configs.nano30b_reward_model_stage()),
                   "rlhf": configs.nano30b_rlhf_stage()}
-        return configs.cascade_config(name="rlhf", model="nano30b", mesh=configs.nano30b_mesh(), order=ORDER,
+        return configs.cascade_config(name="rlhf", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
+                                      order=ORDER,
                                       stages=stages, eval_cfg=configs.eval_config(domains=("math",), num_examples=512,
                                                                                   max_new_tokens=16384),
                                       data=configs.nano30b_shared_data())

@@ -4,7 +4,9 @@ Presets (``--config=experiments/sft.py:PRESET``):
   tiny (default): the tiny MoE on the built-in toy domains, a few CPU minutes.
   nano30b: the Nemotron-3-Nano attention/MoE layout with the paper's SFT settings (RECIPE.md: packed to
     256K tokens, batch 64, lr 5e-5 -> 5e-6 cosine, 200 warmup steps, AdamW 0.9/0.98, weight decay 0.1),
-    on a v5p-64-style mesh (fsdp 8 x expert 8). Needs a real tokenizer and JSONL data (``data.*``).
+    on a v5p-64 (``configs.nano30b_mesh``: fsdp 2 x sequence 16, one 262,144-token row per device per
+    micro-batch; ``python -m nemocascade.plan`` plans it at 31 GiB per device). Needs a real tokenizer and JSONL
+    data (``data.*``).
 """
 import ml_collections
 
@@ -22,15 +24,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         config.update(configs.tiny_sft_stage())
         config.eval = ml_collections.ConfigDict(dict(domains=("math",), num_examples=100, max_new_tokens=48))
     elif preset == "nano30b":
-        config.model = configs.model_config("nano30b")
-        config.mesh = configs.mesh_config(data=1, fsdp=8, expert=8, tensor=1)
-        config.data = configs.sft_data_config(tokenizer="REQUIRED: path/to/tokenizer.model",
-                                      jsonl="REQUIRED: path/to/sft.jsonl", seq_len=262144, batch_size=64,
-                                      thinking=True)
-        config.optimizer = configs.optimizer_config(
-            learning_rate=5e-5, schedule="cosine", warmup_steps=200, end_learning_rate=5e-6,
-            b1=0.9, b2=0.98, weight_decay=0.1)
-        config.train = configs.train_config(steps=20000, log_every=10, checkpoint_every=500)
+        config.model = configs.nano30b_model()
+        config.mesh = configs.nano30b_mesh()
+        config.update(configs.nano30b_sft_fields())
         config.eval = ml_collections.ConfigDict(dict(domains=("math",), num_examples=500, max_new_tokens=4096))
     else:
         raise ValueError(f"unknown preset {preset!r} for experiments/sft.py; known: tiny, nano30b")

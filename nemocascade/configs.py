@@ -159,11 +159,12 @@ def stage(kind: str, *, init_from: str = "", **fields) -> ml_collections.ConfigD
     return ml_collections.ConfigDict(dict(kind=kind, init_from=init_from, **fields))
 
 
-def cascade_config(*, name: str, model: str, mesh: ml_collections.ConfigDict, order, stages: dict,
-                   eval_cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
+def cascade_config(*, name: str, model: str | ml_collections.ConfigDict, mesh: ml_collections.ConfigDict, order,
+                   stages: dict, eval_cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
                    seed: int = 0, compare: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-    """A pipeline config: shared fields, the stage order and each stage's own config; ``compare``
-    (``compare_config``) names branches of stages the report compares (none by default)."""
+    """A pipeline config: shared fields (``model``: a preset name or a ``model_config``), the stage order and each
+    stage's own config; ``compare`` (``compare_config``) names branches of stages the report compares (none by
+    default)."""
     missing = [n for n in order if n not in stages]
     if missing:
         raise ValueError(f"cascade {name!r} orders stages {missing} that are not defined")
@@ -171,7 +172,7 @@ def cascade_config(*, name: str, model: str, mesh: ml_collections.ConfigDict, or
     config.kind = "cascade"
     config.name = name
     config.seed = seed
-    config.model = model_config(model)
+    config.model = model if isinstance(model, ml_collections.ConfigDict) else model_config(model)
     config.mesh = mesh
     config.data = data
     config.eval = eval_cfg
@@ -194,13 +195,44 @@ def compare_config(*, domain: str = "", reference: str = "", start: str = "", br
 # ------------------------------------------------------------------------------------------------------
 # Stages of the recipe shared by several experiment files (experiments/{grpo,if_rl,rlhf,cascade}.py):
 # ``tiny_*`` run on a laptop CPU, ``nano30b_*`` carry RECIPE.md's settings for Nemotron-3-Nano on a TPU pod.
+# The nano30b presets are sized for a v5p-64 slice (32 chips, 95 GB each): ``python -m nemocascade.plan`` plans
+# every one of their stages to fit there (``tests/test_plan.py``); on another topology it says what to change.
 NANO30B_PROMPT_TOKENS = 16384   # prompt budget of the nano30b RL stages (ours; the paper gives response lengths)
 NANO30B_TOKENIZER = "REQUIRED: path/to/tokenizer.model"
+NANO30B_SEQUENCE = 16           # each row's tokens split 16 ways: it divides every nano30b stage's row width
+NANO30B_BATCH_SHARDS = 2        # the rows split over fsdp = 32 devices / 16
+NANO30B_MICRO_TOKENS = 20480    # at most this many tokens per device in a micro-batch (or one row's share)
 
 
 def nano30b_mesh() -> ml_collections.ConfigDict:
-    """A v5p-64-style mesh for the nano30b presets: fsdp 8 x expert 8."""
-    return mesh_config(data=1, fsdp=8, expert=8, tensor=1)
+    """The nano30b presets' mesh on a v5p-64 (32 devices): sequence parallelism 16 ways, the rest over ``fsdp``
+    (the parameters and optimizer state are split over both), no expert parallelism: every device runs all
+    128 experts on its own tokens (``model/moe.py``) with the experts' weights gathered per layer."""
+    return mesh_config(data=1, fsdp=NANO30B_BATCH_SHARDS, expert=1, sequence=NANO30B_SEQUENCE, tensor=1)
+
+
+def nano30b_model() -> ml_collections.ConfigDict:
+    """The nano30b architecture (``model_config("nano30b")``) with what its real-scale runs need to fit: full
+    rematerialisation, the Pallas kernels of the running backend (``kernel_impl="auto"``: flash attention
+    keeps no [H, L, L] scores), and the LM head and log-softmax in chunks of 2048 positions."""
+    model = model_config("nano30b")
+    model.update(remat="full", kernel_impl="auto", logits_chunk_size=2048)
+    return model
+
+
+def nano30b_grad_accum(rows: int, row_tokens: int) -> int:
+    """Micro-batches per step for ``rows`` rows of ``row_tokens`` tokens on :func:`nano30b_mesh`: each device's
+    micro-batch holds the largest power-of-two number of rows whose shares (``row_tokens / NANO30B_SEQUENCE``
+    tokens each) stay within ``NANO30B_MICRO_TOKENS``, at least one row."""
+    share = row_tokens // NANO30B_SEQUENCE
+    micro_rows = 1
+    while 2 * micro_rows * share <= NANO30B_MICRO_TOKENS:
+        micro_rows *= 2
+    rows_per_shard = rows // NANO30B_BATCH_SHARDS
+    if rows_per_shard % micro_rows:
+        raise ValueError(f"{rows} rows of {row_tokens} tokens do not split into micro-batches of {micro_rows} rows "
+                         f"per device on the nano30b mesh")
+    return max(1, rows_per_shard // micro_rows)
 
 
 def nano30b_shared_data() -> ml_collections.ConfigDict:
@@ -221,23 +253,33 @@ def nano30b_rl_stage(kind: str, *, domains, jsonl: str, steps: int, max_new_toke
                      learning_rate: float = 3e-6, checkpoint_every: int = 10, optimizer=None,
                      **rl_overrides) -> ml_collections.ConfigDict:
     """A nano30b RL stage with the recipe's shared settings: 128 prompts x 16 rollouts, AdamW 0.9/0.95 at 3e-6,
-    temperature / top-p 1.0, the router frozen (NeMo-RL's Nano-3 RL config); ``jsonl`` names the released subset."""
+    temperature / top-p 1.0, the router frozen (NeMo-RL's Nano-3 RL config); ``jsonl`` names the released subset.
+    Its gradient accumulation fits the rows on :func:`nano30b_mesh` (:func:`nano30b_grad_accum`)."""
     rl = dict(prompts_per_step=128, num_samples=16, max_prompt_tokens=NANO30B_PROMPT_TOKENS)
     rl.update(rl_overrides)
+    grad_accum = nano30b_grad_accum(rl["prompts_per_step"] * rl["num_samples"],
+                                    rl["max_prompt_tokens"] + max_new_tokens)
     return stage(kind, rl=rl_config(domains=domains, jsonl=f"REQUIRED: path/to/{jsonl}", max_new_tokens=max_new_tokens,
                                     **rl),
                  optimizer=optimizer or optimizer_config(learning_rate=learning_rate),
-                 train=train_config(steps=steps, log_every=1, checkpoint_every=checkpoint_every, freeze_router=True))
+                 train=train_config(steps=steps, log_every=1, checkpoint_every=checkpoint_every, freeze_router=True,
+                                    grad_accum_steps=grad_accum))
+
+
+def nano30b_sft_fields() -> dict:
+    """RECIPE.md's SFT: packed to 256K tokens, batch 64, lr 5e-5 -> 5e-6 cosine, 200 warmup steps, AdamW
+    0.9/0.98, weight decay 0.1; one row per device per micro-batch on :func:`nano30b_mesh`."""
+    return dict(data=sft_data_config(tokenizer=NANO30B_TOKENIZER, jsonl="REQUIRED: path/to/sft.jsonl",
+                                     seq_len=262144, batch_size=64, thinking=True),
+                optimizer=optimizer_config(learning_rate=5e-5, schedule="cosine", warmup_steps=200,
+                                           end_learning_rate=5e-6, b2=0.98, weight_decay=0.1),
+                train=train_config(steps=20000, log_every=10, checkpoint_every=500,
+                                   grad_accum_steps=nano30b_grad_accum(64, 262144)))
 
 
 def nano30b_sft_stage() -> ml_collections.ConfigDict:
-    """RECIPE.md's SFT: packed to 256K tokens, batch 64, lr 5e-5 -> 5e-6 cosine, 200 warmup steps, AdamW
-    0.9/0.98, weight decay 0.1."""
-    return stage("sft", data=sft_data_config(tokenizer=NANO30B_TOKENIZER, jsonl="REQUIRED: path/to/sft.jsonl",
-                                             seq_len=262144, batch_size=64, thinking=True),
-                 optimizer=optimizer_config(learning_rate=5e-5, schedule="cosine", warmup_steps=200,
-                                            end_learning_rate=5e-6, b2=0.98, weight_decay=0.1),
-                 train=train_config(steps=20000, log_every=10, checkpoint_every=500))
+    """:func:`nano30b_sft_fields` as a cascade stage."""
+    return stage("sft", **nano30b_sft_fields())
 
 
 def tiny_chat_sft_stage() -> ml_collections.ConfigDict:
@@ -280,4 +322,5 @@ def nano30b_reward_model_stage() -> dict:
                                                  eval_batch_size=64),
                 optimizer=optimizer_config(learning_rate=2e-6, schedule="cosine", warmup_steps=20,
                                            init_learning_rate=2e-7, end_learning_rate=2e-7, weight_decay=0.0),
-                train=train_config(steps=600, log_every=10, checkpoint_every=100))
+                train=train_config(steps=600, log_every=10, checkpoint_every=100,
+                                   grad_accum_steps=nano30b_grad_accum(2 * 128, 20480)))   # chosen + rejected rows

@@ -3,7 +3,8 @@
 Prints, per device, the params / optimizer / gradients / activations / KV cache bytes of a stage on the
 named topology with the config's mesh (``--config.mesh.fsdp=-1`` etc. refit it to the device count), the
 step FLOPs and the step time at ``--mfu``; exits with status 1 and names the biggest term when the plan
-does not fit the device's HBM. Nothing is allocated: shapes come from ``jax.eval_shape`` and the layout
+does not fit the device's HBM, with status 2 and the reason when it cannot be planned (e.g. a mesh that does
+not match the topology). Nothing is allocated: shapes come from ``jax.eval_shape`` and the layout
 from the PartitionSpecs of ``sharding.py`` on a device-less mesh (``nemocascade/planning``).
 
 A cascade config is planned stage by stage (all stages share one mesh): a one-line summary each, then the
@@ -140,8 +141,12 @@ def plan_report(config, topology: hardware.Topology, *, stage: str | None = None
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-    topology = make_topology(_TOPOLOGY.value, _DEVICES.value, _HBM_GIB.value, _PEAK.value)
-    text, failing = plan_report(_CONFIG.value, topology, stage=_STAGE.value, mfu=_MFU.value)
+    try:
+        topology = make_topology(_TOPOLOGY.value, _DEVICES.value, _HBM_GIB.value, _PEAK.value)
+        text, failing = plan_report(_CONFIG.value, topology, stage=_STAGE.value, mfu=_MFU.value)
+    except ValueError as err:   # a config or topology that cannot be planned: the reason, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(text)
     for plan in failing:
         print(refusal(plan), file=sys.stderr)

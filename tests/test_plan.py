@@ -87,11 +87,13 @@ def test_param_total_is_param_count_times_dtype_bytes():
 
 @pytest.fixture(scope="module")
 def nano_sft():
-    """nano30b SFT rows of 2048 tokens, params FSDP-split 8 ways, remat full + flash attention."""
+    """nano30b SFT rows of 2048 tokens, params FSDP-split 8 ways, remat full + flash attention, the LM head in
+    one piece, no gradient accumulation."""
     config = load_config("experiments/sft.py:nano30b")
-    config.mesh.expert = 1
+    config.mesh.update(fsdp=8, sequence=1, expert=1)
     config.data.seq_len, config.data.batch_size = 2048, 8
-    config.model.remat, config.model.kernel_impl = "full", "auto"
+    assert (config.model.remat, config.model.kernel_impl) == ("full", "auto")
+    config.model.logits_chunk_size, config.train.grad_accum_steps = 0, 1
     return config
 
 
@@ -154,7 +156,7 @@ def test_nano30b_on_16gib_devices_is_refused_naming_the_biggest_term(nano_sft):
 
 
 def test_mesh_that_does_not_match_the_topology_is_explained():
-    config = load_config("experiments/sft.py:nano30b")    # fsdp 8 x expert 8 = 64 devices
+    config = load_config("experiments/sft.py:nano30b")    # fsdp 2 x sequence 16 = 32 devices
     with pytest.raises(ValueError, match=r"8xH100 \(8 devices\).*--config.mesh"):
         make_plan(config, hardware.topology("8xH100"))
     with pytest.raises(ValueError, match="unknown topology 'v9-1'"):
@@ -254,3 +256,10 @@ def test_cli_prints_the_table_and_exits_1_when_it_does_not_fit():
     assert "DOES NOT FIT" in refused.stdout
     assert "refused: stage 'sft'" in refused.stderr and "the biggest term is activations" in refused.stderr
     assert "grad_accum_steps (now 2" in refused.stderr
+
+
+def test_cli_explains_a_mesh_that_does_not_fit_the_topology_without_a_traceback():
+    result = _cli("--topology=8xH100", "--config.mesh.data=4", "--config.mesh.fsdp=4")
+    assert result.returncode == 2, result.stderr
+    assert "error: config.mesh" in result.stderr and "8xH100 (8 devices)" in result.stderr
+    assert "Traceback" not in result.stderr
