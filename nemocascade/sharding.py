@@ -118,8 +118,7 @@ def _spec_for(shape, logical: PartitionSpec, mesh: Mesh) -> PartitionSpec:
 
 def param_partition_specs(mesh: Mesh, cfg: model_lib.ModelConfig):
     """Params-shaped pytree of ``PartitionSpec`` for ``cfg`` on ``mesh``."""
-    shapes = jax.eval_shape(lambda r: model_lib.init_params(cfg, r), jax.random.PRNGKey(0))
-    logical = model_lib.logical_axes(cfg)
+    shapes, logical = model_lib.abstract_params(cfg)
     return jax.tree.map(lambda s, l: _spec_for(s.shape, l, mesh), shapes, logical,
                         is_leaf=lambda x: isinstance(x, PartitionSpec))
 

@@ -6,11 +6,11 @@ import math
 import jax
 
 from nemocascade.model.config import ModelConfig
-from nemocascade.model.transformer import init_params
+from nemocascade.model.transformer import abstract_params
 
 
 def _sizes(cfg: ModelConfig) -> dict[str, int]:
-    shapes = jax.eval_shape(lambda r: init_params(cfg, r), jax.random.PRNGKey(0))
+    shapes, _ = abstract_params(cfg)
     sizes = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(shapes):
         sizes["/".join(str(getattr(p, "key", p)) for p in path)] = math.prod(leaf.shape)

@@ -14,6 +14,8 @@ outputs are meaningless (and get no gradient from a loss that masks them).
 """
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -124,11 +126,23 @@ def init_params(cfg: ModelConfig, rng: jax.Array):
     return nn.meta.unbox(variables["params"])
 
 
-def logical_axes(cfg: ModelConfig):
-    """Params-shaped pytree of logical axis-name tuples (for ``sharding.py``)."""
+def abstract_params(cfg: ModelConfig):
+    """(``cfg``'s params as a pytree of ``jax.ShapeDtypeStruct``, the params-shaped pytree of their logical axis
+    names): one trace per config and x64 mode, cached; treat both as read-only."""
+    return _abstract_params(cfg, jax.config.jax_enable_x64)
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_params(cfg: ModelConfig, x64: bool):
+    del x64  # a key only: float64 params are float32 outside x64 mode
     tokens = jnp.zeros((1, 1), jnp.int32)
     boxed = jax.eval_shape(lambda r: Decoder(cfg).init(r, tokens, tokens, tokens + 1), jax.random.PRNGKey(0))
-    return nn.get_partition_spec(boxed["params"])
+    return nn.meta.unbox(boxed["params"]), nn.get_partition_spec(boxed["params"])
+
+
+def logical_axes(cfg: ModelConfig):
+    """Params-shaped pytree of logical axis-name tuples (for ``sharding.py``)."""
+    return abstract_params(cfg)[1]
 
 
 def _check_inputs(tokens, segment_ids, positions, cache, cfg: ModelConfig):

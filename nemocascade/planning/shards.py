@@ -64,10 +64,9 @@ class ParamLayout:
     gathered_layer_elements: int
 
 
-@functools.lru_cache(maxsize=8)
 def abstract_params(cfg: model_lib.ModelConfig):
-    """``cfg``'s params as a pytree of ``jax.ShapeDtypeStruct`` (one trace per config)."""
-    return jax.eval_shape(lambda r: model_lib.init_params(cfg, r), jax.random.PRNGKey(0))
+    """``cfg``'s params as a pytree of ``jax.ShapeDtypeStruct`` (``model.abstract_params``: one trace per config)."""
+    return model_lib.abstract_params(cfg)[0]
 
 
 @functools.lru_cache(maxsize=8)
