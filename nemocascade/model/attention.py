@@ -22,6 +22,7 @@ its own keys and the earlier shards' keys, merged by their log-sum-exps (``merge
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -128,9 +129,11 @@ def _sequence_shard_flash_attention(q, k, v, segment_ids, *, sequence, impl):
     """As ``_sequence_shard_attention`` with the flash kernel, in two calls merged by their log-sum-exps: the
     device's own keys (causal, aligned with its queries) and the gathered keys of the shards before it
     (non-causal: every one precedes the queries; the others' segment ids are set to 0, padding). The second
-    call runs over all T gathered keys, masked ones too."""
+    call runs over the first S-1 shards' keys (the last shard's precede no device's queries), masked ones too."""
     flash = pallas_op("attention.ops", "flash_attention", impl)
-    keys, values, key_segments = (jax.lax.all_gather(a, sequence, axis=1, tiled=True) for a in (k, v, segment_ids))
+    earlier_slots = k.shape[1] * (math.prod(jax.lax.axis_size(axis) for axis in sequence) - 1)
+    keys, values, key_segments = (jax.lax.all_gather(a, sequence, axis=1, tiled=True)[:, :earlier_slots]
+                                  for a in (k, v, segment_ids))
     first_slot = jax.lax.axis_index(sequence) * q.shape[1]
     earlier = jnp.where(jnp.arange(keys.shape[1])[None, :] < first_slot, key_segments, 0)
     own = flash(q, k, v, segment_ids=segment_ids, causal=True, impl=impl, return_lse=True)

@@ -17,6 +17,7 @@ import pytest
 from jaxpr_testing import all_eqns
 from nemocascade import model as m
 from nemocascade import sharding
+from nemocascade.model.attention import self_attention
 from nemocascade.rollout import generate
 
 MOE = m.presets.tiny().replace(vocab_size=64, d_model=32, num_layers=1, num_heads=4, num_kv_heads=2,
@@ -153,3 +154,15 @@ def test_rollouts_with_pallas_kernels_on_a_mesh_equal_one_device_xla(axes):
     out = generate(sharded, cfg, prompts, max_new_tokens=4, num_samples=2, rng=jax.random.PRNGKey(9), mesh=mesh)
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     np.testing.assert_allclose(out.logprobs, ref.logprobs, rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_shards_pass_the_earlier_shards_keys_to_the_second_flash_call():
+    """512-token rows on sequence=4: each device's 128 queries go to one flash call over its own 128 keys and
+    one over the first three shards' 384 (the last shard's keys precede no device's queries)."""
+    q, k = jnp.ones((2, 512, 4, 16)), jnp.ones((2, 512, 2, 16))
+    seg = jnp.ones((2, 512), jnp.int32)
+    with jax.set_mesh(sharding.make_mesh(dict(sequence=4, data=2))):
+        jaxpr = jax.make_jaxpr(lambda q, k: self_attention(q, k, k, seg, "interpret", split_length=True))(q, k)
+    calls = [e for e in all_eqns(jaxpr) if e.primitive.name == "pallas_call" and len(e.invars) == 5]
+    assert sorted(tuple(v.aval.shape for v in e.invars[:2]) for e in calls) == [
+        ((1, 128, 4, 16), (1, 128, 2, 16)), ((1, 128, 4, 16), (1, 384, 2, 16))]
