@@ -72,8 +72,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                       stages=_tiny_stages(), eval_cfg=configs.eval_config(domains=DOMAINS),
                                       data=configs.shared_data_config())
     return configs.cascade_config(name="cascade", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
-                                      order=order,
-                                  stages=_nano30b_stages(),
+                                  order=order, stages=_nano30b_stages(),
                                   eval_cfg=configs.eval_config(domains=DOMAINS, num_examples=512,
                                                                max_new_tokens=49152),
-                                  data=configs.nano30b_shared_data())
+                                  data=configs.nano30b_shared_data(),
+                                  init_checkpoint=configs.NANO30B_BASE_CHECKPOINT)

@@ -34,5 +34,6 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                       stages=stages, eval_cfg=configs.eval_config(domains=("if", "math"),
                                                                                   num_examples=512,
                                                                                   max_new_tokens=49152),
-                                      data=configs.nano30b_shared_data())
+                                      data=configs.nano30b_shared_data(),
+                                      init_checkpoint=configs.NANO30B_BASE_CHECKPOINT)
     raise ValueError(f"unknown preset {preset!r} for experiments/if_rl.py; known: tiny, nano30b")

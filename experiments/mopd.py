@@ -40,5 +40,6 @@ def get_config(preset: str = "tiny"):
                                       order=("sft", "if_rl", "math_rl", "mopd"), stages=stages,
                                       eval_cfg=configs.eval_config(domains=("math", "if"), num_examples=512,
                                                                    max_new_tokens=98304),
-                                      data=configs.nano30b_shared_data())
+                                      data=configs.nano30b_shared_data(),
+                                      init_checkpoint=configs.NANO30B_BASE_CHECKPOINT)
     raise ValueError(f"unknown preset {preset!r} for experiments/mopd.py; known: tiny, nano30b")

@@ -32,12 +32,13 @@ def _branch_stages(make_stage, segments: int) -> dict:
     return stages
 
 
-def _cascade(model: str, mesh, stages: dict, segments: int, eval_cfg, data) -> ml_collections.ConfigDict:
+def _cascade(model, mesh, stages: dict, segments: int, eval_cfg, data,
+             init_checkpoint: str = "") -> ml_collections.ConfigDict:
     order = ("sft", "regress") + tuple(f"{kind}_{k}" for kind in BRANCHES for k in range(1, segments + 1))
     branches = ";".join(f"{kind}=" + ",".join(f"{kind}_{k}" for k in range(1, segments + 1)) for kind in BRANCHES)
     compare = configs.compare_config(domain="math", reference="sft", start="regress", branches=branches)
     return configs.cascade_config(name="mopd_vs_grpo", model=model, mesh=mesh, order=order, stages=stages,
-                                  eval_cfg=eval_cfg, data=data, compare=compare)
+                                  eval_cfg=eval_cfg, data=data, compare=compare, init_checkpoint=init_checkpoint)
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -69,5 +70,5 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                   **_branch_stages(segment, NANO30B_SEGMENTS)}
         return _cascade(configs.nano30b_model(), configs.nano30b_mesh(), stages, NANO30B_SEGMENTS,
                         configs.eval_config(domains=("math",), num_examples=512, max_new_tokens=49152),
-                        configs.nano30b_shared_data())
+                        configs.nano30b_shared_data(), configs.NANO30B_BASE_CHECKPOINT)
     raise ValueError(f"unknown preset {preset!r} for experiments/mopd_vs_grpo.py; known: tiny, nano30b")

@@ -20,12 +20,14 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.kind = "reward_model"
     config.name = "reward_model"
     config.seed = 0
+    config.init_checkpoint = ""   # the base model's checkpoint (python -m nemocascade.hf.convert import); "" = random
     if preset == "tiny":
         config.model = configs.model_config("tiny")
         config.mesh = configs.mesh_config()
         config.update(configs.tiny_reward_model_stage())
     elif preset == "nano30b":
         config.model = configs.nano30b_model()
+        config.init_checkpoint = configs.NANO30B_BASE_CHECKPOINT
         config.mesh = configs.nano30b_mesh()
         config.update(configs.nano30b_reward_model_stage())
     else:

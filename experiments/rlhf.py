@@ -37,5 +37,6 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                       order=ORDER,
                                       stages=stages, eval_cfg=configs.eval_config(domains=("math",), num_examples=512,
                                                                                   max_new_tokens=16384),
-                                      data=configs.nano30b_shared_data())
+                                      data=configs.nano30b_shared_data(),
+                                      init_checkpoint=configs.NANO30B_BASE_CHECKPOINT)
     raise ValueError(f"unknown preset {preset!r} for experiments/rlhf.py; known: tiny, nano30b")

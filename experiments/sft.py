@@ -18,6 +18,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config.kind = "sft"
     config.name = "sft"
     config.seed = 0
+    config.init_checkpoint = ""   # the base model's checkpoint (python -m nemocascade.hf.convert import); "" = random
     if preset == "tiny":
         config.model = configs.model_config("tiny")
         config.mesh = configs.mesh_config()
@@ -25,6 +26,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         config.eval = ml_collections.ConfigDict(dict(domains=("math",), num_examples=100, max_new_tokens=48))
     elif preset == "nano30b":
         config.model = configs.nano30b_model()
+        config.init_checkpoint = configs.NANO30B_BASE_CHECKPOINT
         config.mesh = configs.nano30b_mesh()
         config.update(configs.nano30b_sft_fields())
         config.eval = ml_collections.ConfigDict(dict(domains=("math",), num_examples=500, max_new_tokens=4096))

@@ -161,10 +161,12 @@ def stage(kind: str, *, init_from: str = "", **fields) -> ml_collections.ConfigD
 
 def cascade_config(*, name: str, model: str | ml_collections.ConfigDict, mesh: ml_collections.ConfigDict, order,
                    stages: dict, eval_cfg: ml_collections.ConfigDict, data: ml_collections.ConfigDict,
-                   seed: int = 0, compare: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+                   seed: int = 0, compare: ml_collections.ConfigDict | None = None,
+                   init_checkpoint: str = "") -> ml_collections.ConfigDict:
     """A pipeline config: shared fields (``model``: a preset name or a ``model_config``), the stage order and each
     stage's own config; ``compare`` (``compare_config``) names branches of stages the report compares (none by
-    default)."""
+    default); ``init_checkpoint``: the base model's checkpoint directory (``python -m nemocascade.hf.convert
+    import``) that the first stage starts from ("" = random init)."""
     missing = [n for n in order if n not in stages]
     if missing:
         raise ValueError(f"cascade {name!r} orders stages {missing} that are not defined")
@@ -179,6 +181,7 @@ def cascade_config(*, name: str, model: str | ml_collections.ConfigDict, mesh: m
     config.order = tuple(order)
     config.stages = ml_collections.ConfigDict(stages)
     config.compare = compare if compare is not None else compare_config()
+    config.init_checkpoint = init_checkpoint
     return config
 
 
@@ -199,6 +202,8 @@ def compare_config(*, domain: str = "", reference: str = "", start: str = "", br
 # every one of their stages to fit there (``tests/test_plan.py``); on another topology it says what to change.
 NANO30B_PROMPT_TOKENS = 16384   # prompt budget of the nano30b RL stages (ours; the paper gives response lengths)
 NANO30B_TOKENIZER = "REQUIRED: path/to/tokenizer.model"
+# The post-training starts from the base model: Nemotron-3-Nano-30B-A3B imported from Hugging Face.
+NANO30B_BASE_CHECKPOINT = "REQUIRED: a checkpoint dir from python -m nemocascade.hf.convert import"
 NANO30B_SEQUENCE = 16           # each row's tokens split 16 ways: it divides every nano30b stage's row width
 NANO30B_BATCH_SHARDS = 2        # the rows split over fsdp = 32 devices / 16
 NANO30B_MICRO_TOKENS = 20480    # at most this many tokens per device in a micro-batch (or one row's share)

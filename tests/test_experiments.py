@@ -70,6 +70,7 @@ def test_nano30b_presets_name_the_real_model_and_a_tpu_mesh(name):
     sizes = config.mesh.to_dict()
     assert min(sizes.values()) >= 1 and math.prod(sizes.values()) == 32 and sizes["sequence"] > 1, sizes
     assert config.data.tokenizer.startswith("REQUIRED")                  # the toy tokenizer is never the default
+    assert config.init_checkpoint.startswith("REQUIRED")                 # nor a random init of the base model
     for stage, cfg in stage_configs(config):
         if cfg.kind in RL_KINDS:
             assert cfg.train.freeze_router and cfg.rl.prompts_per_step == 128, stage

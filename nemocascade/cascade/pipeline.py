@@ -4,7 +4,8 @@ A cascade config has ``kind = "cascade"``, shared fields (``seed``, ``model``, `
 ``eval``), ``order`` (stage names), ``compare`` (branches the report compares, ``configs.compare_config``) and
 ``stages.<name>`` (each with its ``kind``, ``init_from``, ``optimizer``, ``train`` and ``data``/``rl`` fields; a
 stage's own ``seed`` wins over the shared one). Stage ``<name>`` lives in ``workdir/<name>/``; it starts from the
-final params of its ``init_from`` stage (a policy stage earlier in ``order``; "" = the latest one); after it ends
+final params of its ``init_from`` stage (a policy stage earlier in ``order``; "" = the latest one), or with no
+policy stage before it from the params of ``init_checkpoint`` (the base model; "" = random init); after it ends
 every domain of ``eval.domains`` is evaluated and appended to ``workdir/ledger.json``. A stage already in the
 ledger is skipped; an interrupted one resumes from its last checkpoint. A MOPD stage's teachers are, per domain,
 the stage pinned by ``rl.teacher_stages`` (``"math=sft,if=if_rl"``), else the best earlier ledger entry; an RLHF
@@ -54,12 +55,32 @@ def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections
     return merged
 
 
-def _previous_params(config, workdir: str, previous: str, mesh):
+def _policy_params(config, directory: str, mesh):
+    """The params of the latest checkpoint in ``directory``, shaped by ``config.model`` and placed on ``mesh``."""
     model_cfg = model_lib.ModelConfig.from_dict(config.model.to_dict())
-    shapes = jax.eval_shape(lambda r: model_lib.init_params(model_cfg, r), jax.random.PRNGKey(0))
+    shapes, _ = model_lib.abstract_params(model_cfg)
     shardings = sharding_lib.param_shardings(mesh, model_cfg)
     abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
-    return restore_params(os.path.join(workdir, previous, "checkpoints"), abstract)
+    return restore_params(directory, abstract)
+
+
+def _previous_params(config, workdir: str, previous: str, mesh):
+    return _policy_params(config, os.path.join(workdir, previous, "checkpoints"), mesh)
+
+
+def _base_params(config, mesh=None):
+    """The params of ``config.init_checkpoint`` (a checkpoint directory, e.g. written by ``python -m
+    nemocascade.hf.convert import`` from the base model), which a stage with no earlier policy stage starts from;
+    None (random init from the seed) when it is "". ``mesh``: the run's (default: made from ``config.mesh``)."""
+    directory = config.get("init_checkpoint", "")
+    if not directory:
+        return None
+    mesh = mesh if mesh is not None else sharding_lib.make_mesh(config.mesh.to_dict())
+    try:
+        return _policy_params(config, directory, mesh)
+    except Exception as err:  # orbax's errors come from deep inside: name the field and the directory
+        raise ValueError(f"init_checkpoint={directory!r}: cannot restore params of config.model from it "
+                         f"({type(err).__name__}: {err})") from err
 
 
 def _evaluate(config, stage_cfg, ctx, params) -> dict:
@@ -101,7 +122,7 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
         if runner is None:
             raise ValueError(f"stage {name!r} has kind {stage_cfg.kind!r}; known: {sorted(STAGE_RUNNERS)}")
         start = _start_stage(stage_cfg, policies)
-        initial = _previous_params(config, workdir, start, mesh) if start else None
+        initial = _previous_params(config, workdir, start, mesh) if start else _base_params(config, mesh)
         ctx, state = runner(stage_cfg, stage_dir, initial_params=initial)
         del initial
         scorer = stage_cfg.kind in SCORER_KINDS
@@ -186,7 +207,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     runner = STAGE_RUNNERS.get(config.kind)
     if runner is None:
         raise ValueError(f"config.kind={config.kind!r} is not known; known: cascade, {sorted(STAGE_RUNNERS)}")
-    ctx, state = runner(config, workdir)
+    ctx, state = runner(config, workdir, initial_params=_base_params(config))
     if config.kind in SCORER_KINDS:
         return
     scores = _evaluate(config, config, ctx, state.params)
