@@ -201,7 +201,7 @@ def compare_config(*, domain: str = "", reference: str = "", start: str = "", br
 # The nano30b presets are sized for a v5p-64 slice (32 chips, 95 GB each): ``python -m nemocascade.plan`` plans
 # every one of their stages to fit there (``tests/test_plan.py``); on another topology it says what to change.
 NANO30B_PROMPT_TOKENS = 16384   # prompt budget of the nano30b RL stages (ours; the paper gives response lengths)
-NANO30B_TOKENIZER = "REQUIRED: path/to/tokenizer.model"
+NANO30B_TOKENIZER = "REQUIRED: the base model's tokenizer.json (its HF directory)"
 # The post-training starts from the base model: Nemotron-3-Nano-30B-A3B imported from Hugging Face.
 NANO30B_BASE_CHECKPOINT = "REQUIRED: a checkpoint dir from python -m nemocascade.hf.convert import"
 NANO30B_SEQUENCE = 16           # each row's tokens split 16 ways: it divides every nano30b stage's row width
