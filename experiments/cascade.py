@@ -54,7 +54,7 @@ def _nano30b_stages() -> dict:
         "mopd": configs.nano30b_rl_stage("mopd", domains=DOMAINS, jsonl="mopd.jsonl", steps=52, max_new_tokens=98304,
                                          num_samples=4, aggregation="seq_mean_token_mean", optimizer=mopd_optimizer,
                                          checkpoint_every=4),
-        "reward_model": configs.stage("reward_model", **configs.nano30b_reward_model_stage()),
+        "reward_model": configs.stage("reward_model", **configs.nano30b_reward_model_stage(tokenizer="")),
         "rlhf": configs.nano30b_rlhf_stage(),
         "long_context_rl": configs.nano30b_rl_stage("grpo", domains=("math", "if"), jsonl="long_context_rl.jsonl",
                                                     steps=30, max_new_tokens=49152, max_prompt_tokens=32768),

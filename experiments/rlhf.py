@@ -31,7 +31,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                       data=configs.shared_data_config())
     if preset == "nano30b":
         stages = {"sft": configs.nano30b_sft_stage(),
-                  "reward_model": configs.stage("reward_model", **configs.nano30b_reward_model_stage()),
+                  "reward_model": configs.stage("reward_model", **configs.nano30b_reward_model_stage(tokenizer="")),
                   "rlhf": configs.nano30b_rlhf_stage()}
         return configs.cascade_config(name="rlhf", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
                                       order=ORDER,

@@ -241,8 +241,8 @@ def nano30b_grad_accum(rows: int, row_tokens: int) -> int:
 
 
 def nano30b_shared_data() -> ml_collections.ConfigDict:
-    """The nano30b cascades' shared data fields: the real tokenizer, thinking mode. A stage's own ``data`` wins
-    over these, so the nano30b stages below name the same tokenizer."""
+    """The nano30b cascades' shared data fields: the real tokenizer, thinking mode. The nano30b cascade stages
+    leave their ``data.tokenizer`` "" (inherit), so ``--config.data.tokenizer=DIR`` sets it for all of them."""
     return shared_data_config(tokenizer=NANO30B_TOKENIZER, thinking=True)
 
 
@@ -283,8 +283,10 @@ def nano30b_sft_fields() -> dict:
 
 
 def nano30b_sft_stage() -> ml_collections.ConfigDict:
-    """:func:`nano30b_sft_fields` as a cascade stage."""
-    return stage("sft", **nano30b_sft_fields())
+    """:func:`nano30b_sft_fields` as a cascade stage, with the cascade's tokenizer."""
+    fields = nano30b_sft_fields()
+    fields["data"].tokenizer = ""
+    return stage("sft", **fields)
 
 
 def tiny_chat_sft_stage() -> ml_collections.ConfigDict:
@@ -316,11 +318,11 @@ def tiny_reward_model_stage() -> dict:
                 train=train_config(steps=80, log_every=10, checkpoint_every=40))
 
 
-def nano30b_reward_model_stage() -> dict:
+def nano30b_reward_model_stage(*, tokenizer: str = NANO30B_TOKENIZER) -> dict:
     """A nano30b Bradley-Terry reward model's fields. The paper's RLHF uses a generative pairwise judge, so
     these are ours: one epoch at a small lr, 128 pairs per step, sequences up to RLHF's 16K-token responses
-    plus their prompts."""
-    return dict(data=preference_data_config(tokenizer=NANO30B_TOKENIZER,
+    plus their prompts. ``tokenizer=""``: the cascade's (inherited)."""
+    return dict(data=preference_data_config(tokenizer=tokenizer,
                                             jsonl="REQUIRED: path/to/preference_pairs.jsonl",
                                             seq_len=20480, batch_size=128, too_long="skip"),
                 reward_model=reward_model_config(eval_jsonl="REQUIRED: path/to/heldout_pairs.jsonl",

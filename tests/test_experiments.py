@@ -101,3 +101,17 @@ def test_nano30b_presets_plan_to_fit_a_v5p_64(name):
     config = load(name).get_config("nano30b")
     text, failing = plan.plan_report(config, hardware.topology("v5p-64"))
     assert not failing, text
+
+
+@pytest.mark.parametrize("name", [n for n in FILES if n not in ("sft", "reward_model")])
+def test_one_override_sets_the_tokenizer_of_every_nano30b_stage(name):
+    """The nano30b cascade stages inherit the cascade's ``data.tokenizer`` ("" in a stage), so one
+    ``--config.data.tokenizer=DIR`` reaches all of them; a stage naming another one is refused."""
+    config = load(name).get_config("nano30b")
+    config.data.tokenizer = "/models/nano"
+    assert {cfg.data.tokenizer for _, cfg in stage_configs(config)} == {"/models/nano"}
+    first = config.order[0]
+    config.stages[first].data = {"tokenizer": "/models/other"}
+    with pytest.raises(ValueError, match=rf"stage '{first}': data.tokenizer='/models/other' differs from the "
+                                         rf"cascade's data.tokenizer='/models/nano'"):
+        pipeline.stage_config(config, first)

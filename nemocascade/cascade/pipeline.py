@@ -50,6 +50,12 @@ def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections
         merged[key] = value
     data = ml_collections.ConfigDict(config.data.to_dict())
     for key, value in own.get("data", {}).items():
+        if key == "tokenizer" and not value:
+            continue  # "" inherits the cascade's tokenizer
+        if key == "tokenizer" and data.tokenizer and value != data.tokenizer:
+            raise ValueError(f"stage {name!r}: data.tokenizer={value!r} differs from the cascade's data.tokenizer="
+                             f"{data.tokenizer!r}; every stage shares one tokenizer (MOPD teachers score the same "
+                             f"ids): set it once as data.tokenizer")
         data[key] = value
     merged.data = data
     return merged
