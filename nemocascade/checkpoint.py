@@ -136,7 +136,9 @@ def _jsonable(config: Mapping[str, Any]) -> dict:
 def restore_params(directory: str, abstract_params, *, step: int | None = None):
     """Loads only the params of a saved ``TrainState`` (e.g. a MOPD teacher), placed per ``abstract_params``.
 
-    Reads the state item partially, so optimizer moments are never brought into memory.
+    Reads the state item partially, so optimizer moments are never brought into memory. Params whose saved
+    shapes differ from ``abstract_params`` (or that the checkpoint lacks) are a ValueError naming them, raised
+    before anything is read.
     """
     checkpointer = Checkpointer(directory, async_save=False)
     try:
@@ -144,6 +146,7 @@ def restore_params(directory: str, abstract_params, *, step: int | None = None):
         if step is None:
             raise FileNotFoundError(f"no finished checkpoint in {directory}")
         path = epath.Path(directory) / str(step) / "state"
+        _check_saved_shapes(path, abstract_params, f"{directory} (step {step})")
         restored = ocp.PyTreeCheckpointer().restore(
             path, args=ocp.args.PyTreeRestore(
                 item={"params": abstract_params},
@@ -154,3 +157,20 @@ def restore_params(directory: str, abstract_params, *, step: int | None = None):
         return restored["params"]
     finally:
         checkpointer.close()
+
+
+def _check_saved_shapes(path, abstract_params, where: str) -> None:
+    """ValueError naming the params of ``abstract_params`` that the saved state at ``path`` lacks or holds with
+    another shape (from the checkpoint's metadata: no array is read)."""
+    saved = ocp.PyTreeCheckpointer().metadata(path).item_metadata.tree.get("params", {})
+    stored = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(saved)}
+    problems = []
+    for key, want in jax.tree_util.tree_leaves_with_path(abstract_params):
+        name = jax.tree_util.keystr(key)
+        if name not in stored:
+            problems.append(f"{name} is missing")
+        elif stored[name] != tuple(want.shape):
+            problems.append(f"{name} is stored as {stored[name]}, expected {tuple(want.shape)}")
+    if problems:
+        raise ValueError(f"checkpoint {where} does not hold these params: {'; '.join(problems[:3])}"
+                         + (f"; and {len(problems) - 3} more" if len(problems) > 3 else ""))

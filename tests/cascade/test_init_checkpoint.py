@@ -83,7 +83,9 @@ def test_a_single_stage_starts_from_the_base_checkpoint(recorded, tmp_path):
 
 def test_a_base_checkpoint_that_does_not_fit_the_model_is_a_clear_error(recorded, tmp_path):
     _save_base(tmp_path / "other", {**TINY.to_dict(), "d_model": TINY.d_model * 2}, seed=0)
-    with pytest.raises(ValueError, match=r"init_checkpoint='.*other': cannot restore params of config.model"):
+    with pytest.raises(ValueError, match=r"init_checkpoint='.*other': cannot restore params of config.model from "
+                                         r"it \(ValueError: checkpoint .*other \(step 0\) does not hold these "
+                                         r"params: \['embed'\] is stored as \(1024, 256\), expected \(1024, 128\)"):
         pipeline.run(_cascade(str(tmp_path / "other")), _workdir(tmp_path / "run"))
     with pytest.raises(ValueError, match=r"init_checkpoint='.*missing': cannot restore .*no finished checkpoint"):
         pipeline.run(_cascade(str(tmp_path / "missing")), _workdir(tmp_path / "run2"))
