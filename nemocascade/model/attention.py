@@ -13,11 +13,13 @@ cache (``Attention(prefill=True)``), which is self-attention of the new tokens a
 On a mesh the kernels run per device on its rows and heads (``kernels.on_shards``).
 
 Sequence parallelism (``Attention(split_length=True)`` on a mesh whose ``sequence`` axis divides T): each
-device holds T/S consecutive tokens of its rows; it all-gathers the keys, values and segment ids over
-``sequence`` and attends its queries (global slots ``offset + t``) to all of them: on the XLA path in chunks of
+device holds its chunks of its rows' tokens in the zigzag layout of ``sequence_layout.py`` (chunks ``i`` and
+``2S-1-i`` of 2S); it all-gathers the keys, values and segment ids over ``sequence``, puts them in the rows' order
+and attends its queries (at their slots in the row) to them: on the XLA path in chunks of
 ``sequence_query_chunk(T)`` queries that the backward recomputes (what a layer keeps for the backward is q, the
-gathered k/v and the output, not the f32 [H, T/S, T] probabilities); with the Pallas kernels as two flash calls,
-its own keys and the earlier shards' keys, merged by their log-sum-exps (``merge_attention``).
+gathered k/v and the output, not the f32 [H, T/S, T] probabilities); with the Pallas kernels as one flash call per
+chunk of queries, placed at their slots (``q_offset``), so that each device computes the same number of key
+blocks: those up to its queries' diagonals.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 from nemocascade.model.config import ModelConfig
 from nemocascade.model.kernels import on_shards, pallas_op
+from nemocascade.model import sequence_layout
 from nemocascade.model.layers import RMSNorm, apply_rope, at_least_f32, dtype_of, mesh_axes, param, row_axis
 
 
@@ -88,21 +91,22 @@ def cached_attention_mask(lengths, num_new_valid, t, s):
     return (key_slot <= query_slot[:, :, None]) & written
 
 
-def self_attention(q, k, v, segment_ids, impl: str, *, split_length: bool = False):
+def self_attention(q, k, v, segment_ids, impl: str, *, split=((), 1), rows: str = "batch"):
     """Causal attention inside segments (no cache). q [B,T,H,Dh], k/v [B,T,K,Dh] -> [B,T,H,Dh].
 
-    ``split_length``: T may be split over the ``sequence`` mesh axis (see the module docstring).
+    ``split``: ``sequence_layout.sequence_split``'s (sequence axes, chunks per device) when T is split over the
+    ``sequence`` mesh axes (see the module docstring); ``rows``: the logical axis of the rows otherwise.
     """
-    sequence = mesh_axes("length", q.shape[1]) if split_length else ()
+    sequence, per_device = split
     if sequence:
         tokens, heads = _kernel_specs(q, k, sequence)
         shard = _sequence_shard_attention if impl == "xla" else _sequence_shard_flash_attention
-        return on_shards(functools.partial(shard, sequence=sequence, impl=impl),
+        return on_shards(functools.partial(shard, sequence=sequence, per_device=per_device, impl=impl),
                          (heads, heads, heads, tokens), heads, q, k, v, segment_ids)
     if impl == "xla":
         return grouped_attention(q, k, v, self_attention_mask(segment_ids))
     flash = pallas_op("attention.ops", "flash_attention", impl)
-    tokens, heads = _kernel_specs(q, k, rows=row_axis(split_length))
+    tokens, heads = _kernel_specs(q, k, rows=rows)
     return on_shards(lambda q, k, v, segs: flash(q, k, v, segment_ids=segs, causal=True, impl=impl),
                      (heads, heads, heads, tokens), heads, q, k, v, segment_ids)
 
@@ -115,55 +119,49 @@ def _kernel_specs(q, k, sequence=(), rows: str = "batch"):
     return P(rows, tokens), P(rows, tokens, mesh_axes("heads", k.shape[2]) or None, None)
 
 
-def _sequence_shard_attention(q, k, v, segment_ids, *, sequence, impl):
-    """One device's queries q [b, t, h, Dh] (global slots ``index * t + i`` along ``sequence``) over the keys and
-    values of all its rows' tokens, all-gathered (XLA path)."""
+def _gathered_keys(k, v, segment_ids, sequence, per_device):
+    """The keys, values and segment ids of all the rows' tokens [b, T, ...], all-gathered over ``sequence`` and
+    put in the rows' order, and this device's query slots int32[t] (``sequence_layout``'s chunks)."""
+    num_shards = math.prod(jax.lax.axis_size(axis) for axis in sequence)
+    gathered = (sequence_layout.in_row_order(jax.lax.all_gather(a, sequence, axis=1, tiled=True), num_shards,
+                                             per_device) for a in (k, v, segment_ids))
+    chunk = k.shape[1] // per_device
+    slots = sequence_layout.local_chunks(sequence, per_device)[:, None] * chunk + jnp.arange(chunk)
+    return (*gathered, slots.reshape(-1).astype(jnp.int32))
+
+
+def _sequence_shard_attention(q, k, v, segment_ids, *, sequence, per_device, impl):
+    """One device's queries q [b, t, h, Dh] (its chunks of the rows) over the keys and values of all its rows'
+    tokens, all-gathered (XLA path)."""
     del impl
-    keys, values, key_segments = (jax.lax.all_gather(a, sequence, axis=1, tiled=True) for a in (k, v, segment_ids))
-    return chunked_query_attention(q, segment_ids, keys, values, key_segments,
-                                   jax.lax.axis_index(sequence) * q.shape[1],
+    keys, values, key_segments, query_slots = _gathered_keys(k, v, segment_ids, sequence, per_device)
+    return chunked_query_attention(q, segment_ids, keys, values, key_segments, query_slots,
                                    query_chunk=sequence_query_chunk(keys.shape[1]))
 
 
-def _sequence_shard_flash_attention(q, k, v, segment_ids, *, sequence, impl):
-    """As ``_sequence_shard_attention`` with the flash kernel, in two calls merged by their log-sum-exps: the
-    device's own keys (causal, aligned with its queries) and the gathered keys of the shards before it
-    (non-causal: every one precedes the queries; the others' segment ids are set to 0, padding). The second
-    call runs over the first S-1 shards' keys (the last shard's precede no device's queries), masked ones too."""
+def _sequence_shard_flash_attention(q, k, v, segment_ids, *, sequence, per_device, impl):
+    """As ``_sequence_shard_attention`` with the flash kernel: one call per chunk of the device's queries, over the
+    all-gathered keys up to the last chunk that can precede it (the first half of the row for the first zigzag
+    chunk, which lies there), the queries placed at their slots (``q_offset``), so that the kernel computes the
+    key blocks up to each query block's diagonal only."""
     flash = pallas_op("attention.ops", "flash_attention", impl)
-    earlier_slots = k.shape[1] * (math.prod(jax.lax.axis_size(axis) for axis in sequence) - 1)
-    keys, values, key_segments = (jax.lax.all_gather(a, sequence, axis=1, tiled=True)[:, :earlier_slots]
-                                  for a in (k, v, segment_ids))
-    first_slot = jax.lax.axis_index(sequence) * q.shape[1]
-    earlier = jnp.where(jnp.arange(keys.shape[1])[None, :] < first_slot, key_segments, 0)
-    own = flash(q, k, v, segment_ids=segment_ids, causal=True, impl=impl, return_lse=True)
-    before = flash(q, keys, values, segment_ids=segment_ids, kv_segment_ids=earlier, causal=False, impl=impl,
-                   return_lse=True)
-    return merge_attention(own, before)
+    keys, values, key_segments, query_slots = _gathered_keys(k, v, segment_ids, sequence, per_device)
+    chunk = q.shape[1] // per_device
+    outs = []
+    for place in range(per_device):
+        visible = keys.shape[1] // 2 if (per_device, place) == (2, 0) else keys.shape[1]
+        part = slice(place * chunk, (place + 1) * chunk)
+        outs.append(flash(q[:, part], keys[:, :visible], values[:, :visible], segment_ids=segment_ids[:, part],
+                          kv_segment_ids=key_segments[:, :visible], causal=True, q_offset=query_slots[place * chunk],
+                          impl=impl))
+    return jnp.concatenate(outs, axis=1)
 
 
-def merge_attention(*parts):
-    """Attention over disjoint key sets merged into attention over their union.
-
-    parts: (out [B, T, H, Dh], lse f32 [B, H, T]) each, lse = -inf where a row sees none of that set's keys.
-    Returns [B, T, H, Dh] in the first out's dtype: sum_i out_i exp(lse_i - lse), lse = log sum_i exp(lse_i);
-    0 for a row that sees no key at all.
-    """
-    lses = jnp.stack([lse for _, lse in parts])                                     # [P, B, H, T]
-    top = jax.lax.stop_gradient(jnp.max(lses, axis=0))
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    scales = jnp.exp(lses - top)
-    total = jnp.sum(scales, axis=0)
-    weights = scales / jnp.where(total > 0, total, 1.0)                             # [P, B, H, T]
-    out = sum(at_least_f32(o) * jnp.swapaxes(w, 1, 2)[..., None] for (o, _), w in zip(parts, weights))
-    return out.astype(parts[0][0].dtype)
-
-
-def chunked_query_attention(q, segment_ids, keys, values, key_segments, first_slot, *, query_chunk: int):
-    """Self-attention of the queries at slots ``first_slot + i`` of their rows over the rows' tokens, chunk by chunk.
+def chunked_query_attention(q, segment_ids, keys, values, key_segments, query_slots, *, query_chunk: int):
+    """Self-attention of queries at the given slots of their rows over the rows' tokens, chunk by chunk.
 
     q [B, T, H, Dh], segment_ids int32[B, T], keys/values [B, S, K, Dh], key_segments int32[B, S] (slots 0..S-1),
-    first_slot: int32 scalar -> [B, T, H, Dh]. Query chunks of ``query_chunk`` (T is zero-padded to a multiple)
+    query_slots int32[T] -> [B, T, H, Dh]. Query chunks of ``query_chunk`` (T is zero-padded to a multiple)
     run one at a time under ``jax.checkpoint``: only one chunk's [H, query_chunk, S] scores exist at once, in the
     forward and in the backward.
     """
@@ -173,16 +171,15 @@ def chunked_query_attention(q, segment_ids, keys, values, key_segments, first_sl
     pad = num_chunks * size - t
 
     def attend(chunk):
-        q_part, segments, start = chunk
-        query_slot = first_slot + start + jnp.arange(size)
-        causal = jnp.arange(keys.shape[1])[None, :] <= query_slot[:, None]
+        q_part, segments, slots = chunk
+        causal = jnp.arange(keys.shape[1])[None, :] <= slots[:, None]
         same = (segments[:, :, None] == key_segments[:, None, :]) & (segments[:, :, None] > 0)
         return grouped_attention(q_part, keys, values, causal[None] & same)
 
     q_parts = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, num_chunks, size, h, dh).swapaxes(0, 1)
     segment_parts = jnp.pad(segment_ids, ((0, 0), (0, pad))).reshape(b, num_chunks, size).swapaxes(0, 1)
-    starts = jnp.arange(num_chunks, dtype=jnp.int32) * size
-    out = jax.lax.map(jax.checkpoint(attend), (q_parts, segment_parts, starts))
+    slot_parts = jnp.pad(query_slots, (0, pad)).reshape(num_chunks, size)
+    out = jax.lax.map(jax.checkpoint(attend), (q_parts, segment_parts, slot_parts))
     return out.swapaxes(0, 1).reshape(b, num_chunks * size, h, dh)[:, :t]
 
 
@@ -237,13 +234,14 @@ class Attention(nn.Module):
             q = apply_rope(q, positions, cfg.rope_theta)
             k = apply_rope(k, positions, cfg.rope_theta)
         if layer_cache is None:
-            out = self_attention(q, k, v, segment_ids, cfg.kernel_impl, split_length=self.split_length)
+            split = sequence_layout.sequence_split(cfg, x.shape[1]) if self.split_length else ((), 1)
+            out = self_attention(q, k, v, segment_ids, cfg.kernel_impl, split=split, rows=row_axis(self.split_length))
             new_cache = None
         else:
             keys = write_cache(layer_cache["k"], k, lengths)
             values = write_cache(layer_cache["v"], v, lengths)
             if self.prefill:
-                out = self_attention(q, k, v, segment_ids, cfg.kernel_impl)
+                out = self_attention(q, k, v, segment_ids, cfg.kernel_impl, rows=row_axis(False))
             else:
                 valid = jnp.sum(segment_ids > 0, axis=1)
                 out = cached_attention(q, keys, values, lengths, valid, cfg.kernel_impl)

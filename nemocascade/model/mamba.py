@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from nemocascade.model import sequence_layout
 from nemocascade.model.config import ModelConfig
 from nemocascade.model.kernels import on_shards, pallas_op
 from nemocascade.model.layers import at_least_f32, constrain, dtype_of, mesh_axes, param, row_axis
@@ -98,24 +99,27 @@ def _conv_activations(u, segment_ids, conv_weight, conv_bias, history, history_s
     return (xs, b, c), extended
 
 
-def sequence_parallel_ssm(ux, ub, uc, segment_ids, dt, a, conv_weight, conv_bias, *, cfg: ModelConfig, sequence):
-    """Conv and SSD scan of a call without a cache whose T tokens are split over the ``sequence`` mesh axes (S
-    shards of T/S consecutive tokens per row; rows over the batch axes; heads, and groups, over ``tensor`` where
-    :func:`_tensor_split` allows) -> (xs, y [B, T, H, P]).
+def sequence_parallel_ssm(ux, ub, uc, segment_ids, dt, a, conv_weight, conv_bias, *, cfg: ModelConfig, split):
+    """Conv and SSD scan of a call without a cache whose T tokens are split over the ``sequence`` mesh axes, in
+    the chunks of ``sequence_layout.py`` (``split``: its ``sequence_split``; rows over the batch axes; heads, and
+    groups, over ``tensor`` where :func:`_tensor_split` allows) -> (xs, y [B, T, H, P]).
 
-    Each shard takes the last K-1 conv inputs (and their segment ids) of the shard before it (``ppermute``; the
-    first shard gets zeros), runs the scan (``cfg.kernel_impl``'s) from a zero state, and then adds the state that
-    enters it: the recurrence is linear, so shard ``s`` maps an entering state ``h`` to ``carry_s * h + final_s``
-    (``carry_s = exp(sum dt a)`` over the shard, 0 after a segment start in it), and the entering states follow
-    from the all-gathered ``(carry, final)`` of the shards before it. Inputs: the pre-conv channels ux
-    [B, T, H, P], ub, uc [B, T, G, N]; segment_ids int32[B, T]; dt f32[B, T, H]; a f32[H]; conv_weight [K, C] and
-    conv_bias [C] over the concatenated x/B/C channels (C = H*P + 2*G*N).
+    Each device runs its chunks as separate rows: each takes the last K-1 conv inputs (and their segment ids) of
+    the chunk before it in the row (all-gathered; the first chunk gets zeros), runs the scan
+    (``cfg.kernel_impl``'s) from a zero state, and then adds the state that enters it: the recurrence is linear, so
+    chunk ``j`` maps an entering state ``h`` to ``carry_j * h + final_j`` (``carry_j = exp(sum dt a)`` over the
+    chunk, 0 after a segment start in it), and the entering states follow from the all-gathered
+    ``(carry, final)`` of the chunks before it. Inputs: the pre-conv channels ux [B, T, H, P], ub, uc
+    [B, T, G, N]; segment_ids int32[B, T]; dt f32[B, T, H]; a f32[H]; conv_weight [K, C] and conv_bias [C] over
+    the concatenated x/B/C channels (C = H*P + 2*G*N).
     """
+    sequence, per_device = split
     mesh = jax.sharding.get_abstract_mesh()
     num_shards = math.prod(mesh.shape[axis] for axis in sequence)
+    num_chunks = num_shards * per_device
     k = conv_weight.shape[0]
-    if ux.shape[1] // num_shards < k - 1:
-        raise ValueError(f"sequence parallelism over {num_shards} shards leaves {ux.shape[1] // num_shards} tokens "
+    if ux.shape[1] // num_chunks < k - 1:
+        raise ValueError(f"sequence parallelism over {num_shards} shards leaves {ux.shape[1] // num_chunks} tokens "
                          f"per shard, fewer than the conv window's K-1 = {k - 1}")
     rows = mesh_axes("batch", ux.shape[0]) or None
     heads, groups = _tensor_split(ux.shape[2], ub.shape[2])
@@ -131,40 +135,53 @@ def sequence_parallel_ssm(ux, ub, uc, segment_ids, dt, a, conv_weight, conv_bias
     conv_specs = (P(None, heads, None),) + (P(None, groups, None),) * 2 + (P(heads, None),) + (P(groups, None),) * 2
     heads_per_group = ux.shape[2] // ub.shape[2]
 
-    def shard(ux, ub, uc, segment_ids, starts, dt, a, *conv_params):
+    def as_chunk_rows(x):  # [b, m*c, ...] -> [b*m, c, ...]: each of the device's chunks a row of its own
+        return x.reshape(x.shape[0] * per_device, x.shape[1] // per_device, *x.shape[2:])
+
+    def chunk_before(x):
+        """Per chunk row [b*m, ...] -> the same of the chunk before each in the row (zeros for chunk 0)."""
+        gathered = jax.lax.all_gather(x.reshape(-1, per_device, *x.shape[1:]), sequence, axis=1, tiled=True)
+        ordered = sequence_layout.in_row_order(gathered, num_shards, per_device)         # [b, S*m, ...]
+        padded = jnp.concatenate([jnp.zeros_like(ordered[:, :1]), ordered[:, :-1]], axis=1)
+        mine = jnp.take(padded, sequence_layout.local_chunks(sequence, per_device), axis=1)
+        return mine.reshape(x.shape)
+
+    def shard(ux, ub, uc, segment_ids, dt, a, *conv_params):
         if heads is not None and groups is None:  # this device's heads lie in one group: take its B/C channels
             group = jax.lax.axis_index(heads) * ux.shape[2] // heads_per_group
             ub, uc, *conv_params = [v if i in (2, 5) else jax.lax.dynamic_slice_in_dim(v, group, 1, v.ndim - 2)
                                     for i, v in enumerate((ub, uc, *conv_params))]
         bsz, t = ux.shape[:2]
         sizes = ux.shape[2:] + ub.shape[2:]
-        u = jnp.concatenate([v.reshape(bsz, t, -1) for v in (ux, ub, uc)], axis=-1)
+        u = as_chunk_rows(jnp.concatenate([v.reshape(bsz, t, -1) for v in (ux, ub, uc)], axis=-1))
+        segment_ids, dt = as_chunk_rows(segment_ids), as_chunk_rows(dt)
         weight = jnp.concatenate([w.reshape(k, -1) for w in conv_params[:3]], axis=-1)
         bias = jnp.concatenate([w.reshape(-1) for w in conv_params[3:]], axis=-1)
-        forward = [(i, i + 1) for i in range(num_shards - 1)]
-        history = jax.lax.ppermute(u[:, -(k - 1):], sequence, forward)
-        history_segment = jax.lax.ppermute(segment_ids[:, -(k - 1):], sequence, forward)
+        history, history_segment = chunk_before(u[:, -(k - 1):]), chunk_before(segment_ids[:, -(k - 1):])
         (xs, b, c), _ = _conv_activations(u, segment_ids, weight, bias, history, history_segment, sizes=sizes)
+        starts = segment_starts(jnp.concatenate([history_segment[:, -1:], segment_ids], axis=1))[:, 1:]
         y, final = _ssd_scan(cfg.kernel_impl)(xs, dt, a, b, c, starts, chunk_size=cfg.mamba_chunk_size,
                                               initial_state=None)
-        log_decay = jnp.cumsum(dt * a, axis=1)                                     # [b, t, H]
-        before_reset = jnp.cumsum(starts, axis=1) == 0                             # [b, t]
-        carry = jnp.exp(log_decay[:, -1]) * before_reset[:, -1:]                   # [b, H]
-        finals = jax.lax.all_gather(final, sequence)                               # [S, b, H, P, N]
-        carries = jax.lax.all_gather(carry, sequence)                              # [S, b, H]
-        entering, state = [], jnp.zeros_like(final)
-        for i in range(num_shards):
+        log_decay = jnp.cumsum(dt * a, axis=1)                                     # [b*m, c, H]
+        before_reset = jnp.cumsum(starts, axis=1) == 0                             # [b*m, c]
+        carry = jnp.exp(log_decay[:, -1]) * before_reset[:, -1:]                   # [b*m, H]
+        gather = lambda x: sequence_layout.in_row_order(  # noqa: E731  [b*m, ...] -> [b, S*m, ...] in row order
+            jax.lax.all_gather(x.reshape(bsz, per_device, *x.shape[1:]), sequence, axis=1, tiled=True),
+            num_shards, per_device)
+        finals, carries = gather(final), gather(carry)
+        entering, state = [], jnp.zeros_like(finals[:, 0])
+        for i in range(num_chunks):
             entering.append(state)
-            state = carries[i][..., None, None] * state + finals[i]
-        state = jnp.stack(entering)[jax.lax.axis_index(sequence)]                 # [b, H, P, N]
-        c_heads = jnp.repeat(at_least_f32(c), xs.shape[2] // c.shape[2], axis=2)  # [b, t, H, N]
+            state = carries[:, i, :, None, None] * state + finals[:, i]
+        state = jnp.take(jnp.stack(entering, axis=1), sequence_layout.local_chunks(sequence, per_device), axis=1)
+        state = state.reshape(final.shape)                                         # [b*m, H, P, N]
+        c_heads = jnp.repeat(at_least_f32(c), xs.shape[2] // c.shape[2], axis=2)  # [b*m, c, H, N]
         scale = jnp.exp(log_decay) * before_reset[..., None]
         y = at_least_f32(y) + jnp.einsum("bthn,bhpn->bthp", c_heads, state) * scale[..., None]
-        return xs, y.astype(xs.dtype)
+        return tuple(v.reshape(bsz, t, *v.shape[2:]) for v in (xs, y.astype(xs.dtype)))
 
-    return on_shards(shard, (per_head, per_group, per_group, tokens, tokens, P(rows, sequence, heads), P(heads))
-                     + conv_specs, (per_head,) * 2,
-                     ux, ub, uc, segment_ids, segment_starts(segment_ids), dt, a, *conv_params)
+    return on_shards(shard, (per_head, per_group, per_group, tokens, P(rows, sequence, heads), P(heads))
+                     + conv_specs, (per_head,) * 2, ux, ub, uc, segment_ids, dt, a, *conv_params)
 
 
 def _tensor_split(num_heads: int, num_groups: int):
@@ -257,11 +274,11 @@ class Mamba2(nn.Module):
         dt = jax.nn.softplus(at_least_f32(jnp.einsum("btd,dh->bth", x, w_dt)) + at_least_f32(dt_bias))
         dt = jnp.where(valid[..., None], dt, 0.0)
         a = -jnp.exp(a_log)
-        sequence = mesh_axes("length", t) if self.split_length and layer_cache is None else ()
+        split = sequence_layout.sequence_split(cfg, t) if self.split_length and layer_cache is None else ((), 1)
 
-        if sequence:
+        if split[0]:
             xs, y = sequence_parallel_ssm(ux, ub, uc, segment_ids, dt, a, conv_weight, conv_bias, cfg=cfg,
-                                          sequence=sequence)
+                                          split=split)
         else:
             u = jnp.concatenate([v.reshape(bsz, t, -1) for v in (ux, ub, uc)], axis=-1)
             history = jnp.zeros((bsz, k - 1, channels), dtype) if layer_cache is None else layer_cache["conv"]

@@ -25,6 +25,7 @@ from nemocascade.model.config import ModelConfig
 from nemocascade.model.layers import MLP, RMSNorm, at_least_f32, constrain, dtype_of, param, row_axis
 from nemocascade.model.mamba import Mamba2, init_layer_cache
 from nemocascade.model.moe import MoE
+from nemocascade.model.sequence_layout import from_layout, to_layout
 
 
 class Block(nn.Module):
@@ -64,8 +65,9 @@ class Decoder(nn.Module):
     ``prefill``: the cache is empty (see ``Attention``).
 
     Sequence parallelism: a call without a cache splits every row's tokens over the ``sequence`` mesh axis when
-    it divides T (each layer's sharding constraint; attention all-gathers the keys and values, Mamba-2 passes
-    its conv window and SSM state across the shards, the MoE routes each device's own tokens). A call with a
+    it divides T, in the zigzag layout of ``sequence_layout.py`` (each layer's sharding constraint; attention
+    all-gathers the keys and values, Mamba-2 passes its conv window and SSM state across the chunks, the MoE
+    routes each device's own tokens). A call with a
     cache (the sampler's prefill and decode) keeps each row's tokens whole and splits its rows over the
     ``sequence`` devices as well as the batch axes (``layers.row_axis``)."""
 
@@ -80,6 +82,8 @@ class Decoder(nn.Module):
         embed = param(self, "embed", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
                       nn.initializers.normal(stddev=1.0), cfg)
         split_length = cache is None
+        if split_length:  # the tokens of a sequence-parallel call in the zigzag layout (sequence_layout.py)
+            tokens, positions, segment_ids = (to_layout(a, cfg) for a in (tokens, positions, segment_ids))
         x = constrain(embed[tokens].astype(dtype), row_axis(split_length), "length" if split_length else None, None)
         block_cls = Block
         if cfg.remat != "none":
@@ -98,6 +102,8 @@ class Decoder(nn.Module):
             if layer_new is not None:
                 new_layers[name] = layer_new
         x = RMSNorm(cfg, name="final_norm")(x)
+        if split_length:
+            x = from_layout(x, cfg)
         if not self.with_head:
             return at_least_f32(x), stats, new_layers
         if cfg.tie_embeddings:

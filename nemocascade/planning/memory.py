@@ -17,8 +17,7 @@ both parts):
              ``+ 4 H_t`` (the flash kernels' log-sum-exp). Under sequence parallelism, the keys and values
              gathered from the other ``Q_s - 1`` shards, ``(Q_s - 1) 2 K_t Dh c``; the XLA path keeps no
              probabilities (its query chunks are recomputed in the backward, ``model/attention.py``, with a
-             transient ``rows_dev * 8 H_t * chunk * L`` bytes of f32 scores and probabilities for one chunk),
-             the kernels two flash calls' log-sum-exps and outputs, ``8 H_t + 2 H_t Dh c``.
+             transient ``rows_dev * 8 H_t * chunk * L`` bytes of f32 scores and probabilities for one chunk).
   moe        ``2Dc + 8E`` (router logits and scores, f32) ``+ k (2D + (g+1) F_t) c`` (token copies sorted by
              expert, their outputs, up[/gate] projections and the activation; ``g`` = 1 for SwiGLU, 0
              for squared ReLU) ``+ (g+1) Fs_t c`` (shared expert). With expert parallelism over an ``expert``
@@ -111,7 +110,7 @@ def _parts(cfg: model_lib.ModelConfig, kind: str, tensor: int, seq_len: int, gat
         h, kv = _split(cfg.num_heads, tensor), _split(cfg.num_kv_heads, tensor)
         qkvo = (2 * h + 2 * kv) * dh * c + (sequence - 1) * 2 * kv * dh * c
         xla_scores = F32 * h * seq_len if cfg.kernel_impl == "xla" and sequence == 1 else 0
-        kernel_lse = 0 if cfg.kernel_impl == "xla" else F32 * h if sequence == 1 else 2 * (F32 * h + h * dh * c)
+        kernel_lse = 0 if cfg.kernel_impl == "xla" else F32 * h
         full += 2 * d * c + qkvo + xla_scores + kernel_lse
         dots += qkvo + d * c + xla_scores
     if "moe" in kind:

@@ -52,14 +52,22 @@ def decode_mask(q_pos, k_pos, kv_len: int) -> jax.Array:
     return (k_pos <= q_pos) & (k_pos < kv_len)
 
 
-def causal_kv_block_count(q_block, block_q: int, block_k: int, num_kv_blocks: int):
-    """Number of leading key blocks that hold a key visible to query block q_block (int32 scalar)."""
-    return jnp.minimum(lax.div(q_block * block_q + block_q + block_k - 1, block_k), num_kv_blocks)
+def causal_kv_block_count(q_block, block_q: int, block_k: int, num_kv_blocks: int, q_offset=0):
+    """Number of leading key blocks that hold a key visible to query block q_block (int32 scalar).
+
+    Query i sits at key index i + q_offset (int32 scalar, any sign); the count is in [0, num_kv_blocks].
+    """
+    visible = jnp.maximum(q_block * block_q + block_q + q_offset, 0)  # keys [0, visible) are not after a query
+    return jnp.minimum(lax.div(visible + block_k - 1, block_k), num_kv_blocks)
 
 
-def causal_first_q_block(kv_block, block_q: int, block_k: int):
-    """Index of the first query block with a query that can see key block kv_block (int32 scalar)."""
-    return lax.div(kv_block * block_k, block_q)
+def causal_first_q_block(kv_block, block_q: int, block_k: int, q_offset=0):
+    """Index of the first query block with a query that can see key block kv_block (int32 scalar).
+
+    Query i sits at key index i + q_offset; the result is >= 0 and may be past the last query block
+    (no query sees the key block).
+    """
+    return lax.div(jnp.maximum(kv_block * block_k - q_offset, 0), block_q)
 
 
 def _as_columns(stat: jax.Array, like: jax.Array) -> jax.Array:

@@ -5,12 +5,16 @@ h // G with G = H // KVH (by index map, never repeated). Block sizes and D must 
 (>= 16 for the tensor-core dots); T and S must be multiples of the blocks (ops.py pads and masks
 the tail with segment id 0).
 
+Query i sits at key index i + q_offset, q_offset an int32 [1] input read in the kernels (dynamic: a
+sequence shard's first position), so the causal diagonal and the blocks it bounds move with it.
+
 - forward: grid (q blocks, B, H); each program keeps one query block and loops over the key blocks
   up to the causal diagonal with an online softmax (float32 m, l, acc); writes o and the float32
   logsumexp [B, H, T].
 - backward: two kernels, no atomics. dK/dV: grid (kv blocks, B, KVH); each program owns one key
   block and loops over the G query heads of its KV head and over the query blocks at or below the
-  diagonal, so GQA sums happen in registers. dQ: grid (q blocks, B, H), like the forward.
+  diagonal (possibly none), so GQA sums happen in registers. dQ: grid (q blocks, B, H), like the
+  forward.
 - decode: grid (B, KVH, splits) over queries regrouped as [B, KVH, M, D] (the G heads x Tq tokens of
   a KV head share one key tile); each program scans its slice of the cache up to the last visible
   slot and returns unnormalised partials, merged across splits in `decode_forward`.
@@ -51,13 +55,13 @@ def _init_stats(rows: int, head_dim: int):
             jnp.zeros((rows, head_dim), jnp.float32))
 
 
-def _flash_fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *,
+def _flash_fwd_kernel(q_offset_ref, q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *,
                       causal: bool, sm_scale: float, block_k: int):
     block_q, head_dim = q_ref.shape
-    q_block = pl.program_id(0)
+    q_block, q_offset = pl.program_id(0), q_offset_ref[0]
     num_kv_blocks = k_ref.shape[0] // block_k
     q = q_ref[...]
-    q_pos = _positions(q_block, block_q)[:, None]
+    q_pos = _positions(q_block, block_q)[:, None] + q_offset
     q_seg = q_seg_ref[...][:, None]
 
     def one_kv_block(kv_block, carry):
@@ -67,28 +71,28 @@ def _flash_fwd_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref
         s = bm.dot_nt(q, k_ref[keys, :]) * sm_scale
         return bm.online_softmax_update(*carry, s, mask, v_ref[keys, :])
 
-    end = (bm.causal_kv_block_count(q_block, block_q, block_k, num_kv_blocks) if causal
+    end = (bm.causal_kv_block_count(q_block, block_q, block_k, num_kv_blocks, q_offset) if causal
            else num_kv_blocks)
     out, lse = bm.finalize(*lax.fori_loop(0, end, one_kv_block, _init_stats(block_q, head_dim)))
     o_ref[...] = out.astype(o_ref.dtype)
     lse_ref[...] = lse
 
 
-def _flash_dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref,
-                       dk_ref, dv_ref, *, causal: bool, sm_scale: float, block_q: int):
+def _flash_dkdv_kernel(q_offset_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref,
+                       kv_seg_ref, dk_ref, dv_ref, *, causal: bool, sm_scale: float, block_q: int):
     block_k, head_dim = k_ref.shape
-    kv_block = pl.program_id(0)
+    kv_block, q_offset = pl.program_id(0), q_offset_ref[0]
     group = q_ref.shape[1]
     num_q_blocks = q_ref.shape[0] // block_q
     k, v = k_ref[...], v_ref[...]
     k_pos = _positions(kv_block, block_k)[:, None]
     kv_seg = kv_seg_ref[...][:, None]
-    first = bm.causal_first_q_block(kv_block, block_q, block_k) if causal else 0
+    first = bm.causal_first_q_block(kv_block, block_q, block_k, q_offset) if causal else 0
 
     def one_head(g, carry):
         def one_q_block(q_block, carry):
             rows = _tile(q_block, block_q)
-            mask_t = bm.attend_mask(_positions(q_block, block_q)[None, :], k_pos,
+            mask_t = bm.attend_mask(_positions(q_block, block_q)[None, :] + q_offset, k_pos,
                                     q_seg_ref[rows][None, :], kv_seg, causal=causal)
             dk, dv = bm.dkdv_block(q_ref[rows, g, :], k, v, do_ref[rows, g, :],
                                    lse_ref[g, rows][None, :], delta_ref[g, rows][None, :],
@@ -103,14 +107,14 @@ def _flash_dkdv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_re
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def _flash_dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref, kv_seg_ref,
-                     dq_ref, *, causal: bool, sm_scale: float, block_k: int):
+def _flash_dq_kernel(q_offset_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref,
+                     kv_seg_ref, dq_ref, *, causal: bool, sm_scale: float, block_k: int):
     block_q, head_dim = q_ref.shape
-    q_block = pl.program_id(0)
+    q_block, q_offset = pl.program_id(0), q_offset_ref[0]
     num_kv_blocks = k_ref.shape[0] // block_k
     q, do = q_ref[...], do_ref[...]
     lse, delta = lse_ref[...][:, None], delta_ref[...][:, None]
-    q_pos = _positions(q_block, block_q)[:, None]
+    q_pos = _positions(q_block, block_q)[:, None] + q_offset
     q_seg = q_seg_ref[...][:, None]
 
     def one_kv_block(kv_block, dq):
@@ -119,7 +123,7 @@ def _flash_dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, q_seg_ref,
                               kv_seg_ref[keys][None, :], causal=causal)
         return dq + bm.dq_block(q, k_ref[keys, :], v_ref[keys, :], do, lse, delta, mask, sm_scale)
 
-    end = (bm.causal_kv_block_count(q_block, block_q, block_k, num_kv_blocks) if causal
+    end = (bm.causal_kv_block_count(q_block, block_q, block_k, num_kv_blocks, q_offset) if causal
            else num_kv_blocks)
     dq = lax.fori_loop(0, end, one_kv_block, jnp.zeros((block_q, head_dim), jnp.float32))
     dq_ref[...] = dq.astype(dq_ref.dtype)
@@ -130,10 +134,14 @@ def _head_tile_spec(block: int, head_dim: int, index_map):
     return pl.BlockSpec((None, block, None, head_dim), index_map)
 
 
-def flash_forward(q, k, v, q_seg, kv_seg, *, causal: bool, sm_scale: float, block_q: int,
+# The whole int32 [1] q_offset in every program (any grid of rank 3).
+_OFFSET_SPEC = pl.BlockSpec((1,), lambda i, b_, h_: (0,))
+
+
+def flash_forward(q, k, v, q_seg, kv_seg, q_offset, *, causal: bool, sm_scale: float, block_q: int,
                   block_k: int, interpret: bool = False):
-    """q [B, T, H, D], k/v [B, S, KVH, D], q_seg int32 [B, T], kv_seg int32 [B, S]
-    -> (o [B, T, H, D] q.dtype, lse float32 [B, H, T])."""
+    """q [B, T, H, D], k/v [B, S, KVH, D], q_seg int32 [B, T], kv_seg int32 [B, S], q_offset int32 [1]
+    (query i sits at key index i + q_offset[0]) -> (o [B, T, H, D] q.dtype, lse float32 [B, H, T])."""
     b, t, h, d = q.shape
     s, kvh = k.shape[1], k.shape[2]
     group = h // kvh
@@ -143,7 +151,7 @@ def flash_forward(q, k, v, q_seg, kv_seg, *, causal: bool, sm_scale: float, bloc
     return pl.pallas_call(
         kernel,
         grid=(t // block_q, b, h),
-        in_specs=[q_spec, kv_spec, kv_spec,
+        in_specs=[_OFFSET_SPEC, q_spec, kv_spec, kv_spec,
                   pl.BlockSpec((None, block_q), lambda i, b_, h_: (b_, i)),
                   pl.BlockSpec((None, s), lambda i, b_, h_: (b_, 0))],
         out_specs=[q_spec, pl.BlockSpec((None, None, block_q), lambda i, b_, h_: (b_, h_, i))],
@@ -152,7 +160,7 @@ def flash_forward(q, k, v, q_seg, kv_seg, *, causal: bool, sm_scale: float, bloc
         compiler_params=_compiler_params(d),
         interpret=interpret,
         name="flash_attention_fwd",
-    )(q, k, v, q_seg, kv_seg)
+    )(q_offset, q, k, v, q_seg, kv_seg)
 
 
 def backward_blocks(block_q: int, block_k: int) -> tuple[int, int]:
@@ -160,9 +168,9 @@ def backward_blocks(block_q: int, block_k: int) -> tuple[int, int]:
     return min(block_q, BACKWARD_BLOCK), min(block_k, BACKWARD_BLOCK)
 
 
-def flash_backward(q, k, v, q_seg, kv_seg, do, lse, delta, *, causal: bool, sm_scale: float,
+def flash_backward(q, k, v, q_seg, kv_seg, q_offset, do, lse, delta, *, causal: bool, sm_scale: float,
                    block_q: int, block_k: int, interpret: bool = False):
-    """Gradients of `flash_forward`'s o.
+    """Gradients of `flash_forward`'s o (same q_offset).
 
     do [B, T, H, D] (q.dtype); lse, delta float32 [B, H, T] (delta = rowsum(o * do)).
     Returns (dq [B, T, H, D] q.dtype, dk, dv [B, S, KVH, D] k.dtype).
@@ -180,14 +188,14 @@ def flash_backward(q, k, v, q_seg, kv_seg, do, lse, delta, *, causal: bool, sm_s
     dk, dv = pl.pallas_call(
         functools.partial(_flash_dkdv_kernel, causal=causal, sm_scale=sm_scale, block_q=block_q),
         grid=(s // block_k, b, kvh),
-        in_specs=[group_rows, kv_tile, kv_tile, group_rows, group_stats, group_stats,
+        in_specs=[_OFFSET_SPEC, group_rows, kv_tile, kv_tile, group_rows, group_stats, group_stats,
                   pl.BlockSpec((None, t), lambda j, b_, kh: (b_, 0)),
                   pl.BlockSpec((None, block_k), lambda j, b_, kh: (b_, j))],
         out_specs=[kv_tile, kv_tile],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         name="flash_attention_dkdv",
         **params,
-    )(q, k, v, do, lse, delta, q_seg, kv_seg)
+    )(q_offset, q, k, v, do, lse, delta, q_seg, kv_seg)
 
     # dQ: one program per (query block, batch row, query head), like the forward.
     q_tile = _head_tile_spec(block_q, d, lambda i, b_, h_: (b_, i, h_, 0))
@@ -196,14 +204,14 @@ def flash_backward(q, k, v, q_seg, kv_seg, do, lse, delta, *, causal: bool, sm_s
     dq = pl.pallas_call(
         functools.partial(_flash_dq_kernel, causal=causal, sm_scale=sm_scale, block_k=block_k),
         grid=(t // block_q, b, h),
-        in_specs=[q_tile, kv_whole, kv_whole, q_tile, stats_tile, stats_tile,
+        in_specs=[_OFFSET_SPEC, q_tile, kv_whole, kv_whole, q_tile, stats_tile, stats_tile,
                   pl.BlockSpec((None, block_q), lambda i, b_, h_: (b_, i)),
                   pl.BlockSpec((None, s), lambda i, b_, h_: (b_, 0))],
         out_specs=q_tile,
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         name="flash_attention_dq",
         **params,
-    )(q, k, v, do, lse, delta, q_seg, kv_seg)
+    )(q_offset, q, k, v, do, lse, delta, q_seg, kv_seg)
     return dq, dk, dv
 
 

@@ -80,6 +80,22 @@ def _check_int_array(name: str, x, shape: tuple, shape_doc: str) -> None:
         raise TypeError(f"{name} must be an integer (int32) array, got {x.dtype}")
 
 
+def _check_q_offset(q_offset) -> None:
+    """None, a Python int in int32 range or an integer scalar array (traced ones too)."""
+    if q_offset is None:
+        return
+    if isinstance(q_offset, bool) or not (isinstance(q_offset, int) or hasattr(q_offset, "dtype")):
+        raise TypeError(f"q_offset must be None, an int or an int32 scalar array, got {type(q_offset).__name__}")
+    if isinstance(q_offset, int):
+        if not -2 ** 31 <= q_offset < 2 ** 31:
+            raise ValueError(f"q_offset must fit in int32, got {q_offset}")
+        return
+    if tuple(q_offset.shape) != ():
+        raise ValueError(f"q_offset must be a scalar, got shape {tuple(q_offset.shape)}")
+    if not jnp.issubdtype(q_offset.dtype, jnp.integer):
+        raise TypeError(f"q_offset must be an integer (int32) scalar, got {q_offset.dtype}")
+
+
 def _resolve_scale(sm_scale, head_dim: int) -> float:
     if sm_scale is None:
         return head_dim ** -0.5
@@ -155,36 +171,39 @@ class _FlashConfig:
     block_k: int
 
 
-def _flash_kernel_forward(q, k, v, q_seg, kv_seg, cfg: _FlashConfig):
+def _flash_kernel_forward(q, k, v, q_seg, kv_seg, q_offset, cfg: _FlashConfig):
     module = gpu if _kernel_family(cfg.impl) == "gpu" else tpu
-    return module.flash_forward(q, k, v, q_seg, kv_seg, causal=cfg.causal, sm_scale=cfg.sm_scale,
+    return module.flash_forward(q, k, v, q_seg, kv_seg, q_offset, causal=cfg.causal, sm_scale=cfg.sm_scale,
                                 block_q=cfg.block_q, block_k=cfg.block_k,
                                 interpret=_interpret_arg(cfg.impl))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _flash_kernel(q, k, v, q_seg, kv_seg, cfg: _FlashConfig):
-    """(out [B, T, H, D], lse f32 [B, H, T]; +inf for rows with no visible key), differentiable in both."""
-    return _flash_kernel_forward(q, k, v, q_seg, kv_seg, cfg)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _flash_kernel(q, k, v, q_seg, kv_seg, q_offset, cfg: _FlashConfig):
+    """(out [B, T, H, D], lse f32 [B, H, T]; +inf for rows with no visible key), differentiable in both.
+
+    q_offset: int32 [1], query i sits at key index i + q_offset[0] (an integer input: no gradient).
+    """
+    return _flash_kernel_forward(q, k, v, q_seg, kv_seg, q_offset, cfg)
 
 
-def _flash_kernel_fwd(q, k, v, q_seg, kv_seg, cfg):
-    out, lse = _flash_kernel_forward(q, k, v, q_seg, kv_seg, cfg)
-    return (out, lse), (q, k, v, q_seg, kv_seg, out, lse)
+def _flash_kernel_fwd(q, k, v, q_seg, kv_seg, q_offset, cfg):
+    out, lse = _flash_kernel_forward(q, k, v, q_seg, kv_seg, q_offset, cfg)
+    return (out, lse), (q, k, v, q_seg, kv_seg, q_offset, out, lse)
 
 
 def _flash_kernel_bwd(cfg, residuals, cotangents):
     """dlse_i / ds_ij = p_ij, so an lse cotangent g enters as ds_ij = p_ij (dp_ij - delta_i + g_i): the kernels'
     delta lowered by g."""
-    q, k, v, q_seg, kv_seg, out, lse = residuals
+    q, k, v, q_seg, kv_seg, q_offset, out, lse = residuals
     d_out, d_lse = cotangents
     d_out = d_out.astype(q.dtype)
     delta = jnp.einsum("bthd,bthd->bht", out.astype(jnp.float32), d_out.astype(jnp.float32)) - d_lse
     module = gpu if _kernel_family(cfg.impl) == "gpu" else tpu
-    dq, dk, dv = module.flash_backward(q, k, v, q_seg, kv_seg, d_out, lse, delta, causal=cfg.causal,
-                                       sm_scale=cfg.sm_scale, block_q=cfg.block_q,
+    dq, dk, dv = module.flash_backward(q, k, v, q_seg, kv_seg, q_offset, d_out, lse, delta,
+                                       causal=cfg.causal, sm_scale=cfg.sm_scale, block_q=cfg.block_q,
                                        block_k=cfg.block_k, interpret=_interpret_arg(cfg.impl))
-    return dq, dk, dv, None, None
+    return dq, dk, dv, None, None, None
 
 
 _flash_kernel.defvjp(_flash_kernel_fwd, _flash_kernel_bwd)
@@ -206,43 +225,54 @@ def _pad_axis1(x, length: int):
     return jnp.pad(x, pad)
 
 
-@functools.partial(jax.jit, static_argnums=(5,))
-def _flash_kernel_call(q, k, v, segment_ids, kv_segment_ids, cfg: _FlashConfig):
+@functools.partial(jax.jit, static_argnums=(6,))
+def _flash_kernel_call(q, k, v, segment_ids, kv_segment_ids, q_offset, cfg: _FlashConfig):
+    """Pads T and S to the blocks (segment id 0: the padded queries and keys see and are seen by nothing, so
+    the padding changes no visible pair whatever q_offset is) and runs the kernels."""
     (b, t, _, _), s = q.shape, k.shape[1]
     q_seg, kv_seg = _segments(segment_ids, kv_segment_ids, b, t, s)
     t_pad, s_pad = _round_up(t, cfg.block_q), _round_up(s, cfg.block_k)
     out, lse = _flash_kernel(_pad_axis1(q, t_pad), _pad_axis1(k, s_pad), _pad_axis1(v, s_pad),
-                             _pad_axis1(q_seg, t_pad), _pad_axis1(kv_seg, s_pad), cfg)
+                             _pad_axis1(q_seg, t_pad), _pad_axis1(kv_seg, s_pad),
+                             jnp.asarray(q_offset, jnp.int32).reshape(1), cfg)
     lse = lse[:, :, :t]
     return out[:, :t], jnp.where(jnp.isposinf(lse), -jnp.inf, lse)
 
 
 @functools.partial(jax.jit, static_argnames=("causal", "sm_scale"))
-def _flash_xla_call(q, k, v, segment_ids, kv_segment_ids, *, causal: bool, sm_scale: float):
+def _flash_xla_call(q, k, v, segment_ids, kv_segment_ids, q_offset, *, causal: bool, sm_scale: float):
     (b, t, _, _), s = q.shape, k.shape[1]
     q_seg, kv_seg = _segments(segment_ids, kv_segment_ids, b, t, s)
-    return xla.flash_attention_xla(q, k, v, q_seg, kv_seg, causal=causal, sm_scale=sm_scale, return_lse=True)
+    return xla.flash_attention_xla(q, k, v, q_seg, kv_seg, causal=causal, sm_scale=sm_scale, return_lse=True,
+                                   q_offset=jnp.asarray(q_offset, jnp.int32))
 
 
 def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, segment_ids: jax.Array | None = None,
                     kv_segment_ids: jax.Array | None = None, causal: bool = True, sm_scale: float | None = None,
                     impl: Impl = "auto", block_q: int | None = None, block_k: int | None = None,
-                    return_lse: bool = False):
+                    return_lse: bool = False, q_offset: int | jax.Array | None = None):
     """Multi-head attention with grouped KV heads, causal masking and packed segments.
 
     Args:
       q: [B, T, H, D] queries. k, v: [B, S, KVH, D], same dtype as q, H % KVH == 0.
       segment_ids: optional int32 [B, T]; 0 marks padding. Used for queries and keys alike (needs S == T)
-        unless ``kv_segment_ids`` gives the keys' own. Query i attends key j iff (not causal or j <= i) and
-        seg[i] == kv_seg[j] != 0.
+        unless ``kv_segment_ids`` gives the keys' own. Query i attends key j iff (not causal or
+        j <= i + q_offset) and seg[i] == kv_seg[j] != 0.
       kv_segment_ids: optional int32 [B, S], the keys' segment ids (any S; default: ``segment_ids``).
-      causal: mask keys after the query (by index: query i and key i share a position).
+      causal: mask keys after the query (by index: query i sits at key index i + q_offset).
       sm_scale: logit scale (default 1 / sqrt(D)).
       impl: see the module docstring.
       block_q, block_k: kernel tiles (None: the backend default; shrunk for short sequences).
         GPU: powers of two >= 16; TPU: multiples of 128. Ignored by "xla".
       return_lse: also return each query row's log-sum-exp of its visible scaled logits, float32 [B, H, T]
         (-inf for a row with no visible key), differentiable too: what merges attention over split key sets.
+      q_offset: the key index of query 0, an int32 scalar: a Python int or a jax integer scalar, which may be
+        traced (e.g. ``lax.axis_index(axis) * T`` under shard_map: queries [off, off + T) of a sequence shard
+        against keys [0, S)); it is never static, so a new value does not recompile. None means 0. With
+        causal, query i attends keys j <= i + q_offset (any T and S) and the kernels skip the key blocks past
+        each query block's diagonal, forward and backward (GPU: not looped over; TPU: neither computed nor
+        fetched); queries at negative key indices see no key. Without causal it has no effect. Not
+        differentiated (an integer).
     Returns:
       [B, T, H, D] in q's dtype (and the lse). Queries with no visible key (padding) give 0 and get zero
       gradients. Differentiable in q, k, v (custom_vjp with Pallas backward kernels; autodiff for "xla").
@@ -259,10 +289,13 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, segment_ids: ja
         _check_int_array("kv_segment_ids", kv_segment_ids, (b, s), "[B, S]")
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    _check_q_offset(q_offset)
+    q_offset = 0 if q_offset is None else q_offset
     sm_scale = _resolve_scale(sm_scale, d)
     resolved = resolve_impl(impl)
     if resolved == "xla":
-        out, lse = _flash_xla_call(q, k, v, segment_ids, kv_segment_ids, causal=causal, sm_scale=sm_scale)
+        out, lse = _flash_xla_call(q, k, v, segment_ids, kv_segment_ids, q_offset, causal=causal,
+                                   sm_scale=sm_scale)
     else:
         family = _kernel_family(resolved)
         _check_block("block_q", block_q, family)
@@ -272,7 +305,7 @@ def flash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, segment_ids: ja
         cfg = _FlashConfig(resolved, causal, sm_scale,
                            _fit_block(block_q or default_q, t, family),
                            _fit_block(block_k or default_k, s, family))
-        out, lse = _flash_kernel_call(q, k, v, segment_ids, kv_segment_ids, cfg)
+        out, lse = _flash_kernel_call(q, k, v, segment_ids, kv_segment_ids, q_offset, cfg)
     return (out, lse) if return_lse else out
 
 

@@ -96,25 +96,25 @@ def test_sequence_shards_run_one_eighth_of_the_work(reference, axes, bound):
 def test_mamba_shards_split_heads_over_tensor(reference, axes, local_groups):
     """Each device's conv and scan take its tokens and its share of the Mamba heads: on tensor=2 the H=4 heads
     with their G=2 groups; on tensor=4 (which does not divide G) one head each, with the B/C channels of the group
-    it lies in. The shard_map that passes the conv halo gets [rows, T/S, H/tensor, P] inputs and runs its conv on
-    (H/tensor) P + 2 N channels (the values are checked by the equality test above)."""
+    it lies in. The shard_map of the conv and scan gets [rows, T/S, H/tensor, P] inputs and gathers the conv halo
+    of its m=2 zigzag chunks over (H/tensor) P + 2 N channels (the values are checked by the equality test above)."""
     params, tokens, seg, _ = reference
     mesh = sharding.make_mesh(axes)
     with jax.enable_x64(True), jax.set_mesh(mesh):
         sharded = jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL))
         jaxpr = jax.make_jaxpr(lambda p: _loss(p, tokens, seg)[0])(sharded)
-    mamba_shards = [eqn for eqn in all_eqns(jaxpr) if eqn.primitive.name == "shard_map"
-                    and any(inner.primitive.name == "ppermute" for inner in all_eqns(eqn.params["jaxpr"]))]
-    assert len(mamba_shards) == SP_MODEL.block_pattern.count("mamba")
-    rows = ROWS // axes.get("data", 1)
+    rows, tokens = ROWS // axes.get("data", 1), LENGTH // axes["sequence"]
     heads = SP_MODEL.mamba_num_heads // axes["tensor"]
     head_dim, state = SP_MODEL.mamba_head_dim, SP_MODEL.mamba_state_size
+    inputs = lambda eqn: [v.aval.shape for v in eqn.params["jaxpr"].invars]  # noqa: E731
+    mamba_shards = [eqn for eqn in all_eqns(jaxpr) if eqn.primitive.name == "shard_map"
+                    and (rows, tokens, heads) in inputs(eqn)]               # dt: only the Mamba mixer takes it
+    assert len(mamba_shards) == SP_MODEL.block_pattern.count("mamba")
     for eqn in mamba_shards:
-        local_ux = eqn.params["jaxpr"].invars[0].aval.shape
-        assert local_ux == (rows, LENGTH // axes["sequence"], heads, head_dim), local_ux
-        halo = [inner for inner in all_eqns(eqn.params["jaxpr"]) if inner.primitive.name == "ppermute"]
-        assert halo[0].invars[0].aval.shape == (rows, SP_MODEL.mamba_conv_kernel - 1,
-                                                heads * head_dim + 2 * local_groups * state)
+        assert (rows, tokens, heads, head_dim) in inputs(eqn), inputs(eqn)  # x
+        halo = [inner.invars[0].aval.shape for inner in all_eqns(eqn.params["jaxpr"])
+                if inner.primitive.name == "all_gather"]
+        assert (rows, 2, SP_MODEL.mamba_conv_kernel - 1, heads * head_dim + 2 * local_groups * state) in halo, halo
 
 
 def test_sequence_parallelism_needs_a_conv_window_per_shard(reference):
@@ -128,13 +128,16 @@ def test_sequence_parallelism_needs_a_conv_window_per_shard(reference):
 
 
 def _sequence_collectives(fn, *args) -> set[str]:
-    """The sequence-parallel collectives (K/V all-gather, conv halo ppermute) in ``fn``'s jaxpr."""
+    """The sequence-parallel collectives (K/V and conv halo all-gathers, the zigzag layout's ppermutes) in
+    ``fn``'s jaxpr."""
     return {eqn.primitive.name for eqn in all_eqns(jax.make_jaxpr(fn)(*args))} & {"all_gather", "ppermute"}
 
 
 def test_sampler_calls_keep_rows_whole_on_sequence_devices(reference):
     """With a cache (prefill, decode) the tokens are not split (no K/V gather, no conv halo; the same forward
-    without a cache has both), and the cached forward on a sequence mesh equals one device's."""
+    without a cache gathers both: in 16-token rows on sequence=4 the zigzag chunks would be shorter than the conv
+    window, so its tokens stay in consecutive chunks, with no ppermute), and the cached forward on a sequence
+    mesh equals one device's."""
     params, tokens, seg, _ = reference
     cached = jax.jit(lambda p, t, c: m.forward(p, SP_MODEL, t, segment_ids=jnp.ones_like(t), cache=c)[0])
     uncached = jax.jit(lambda p, t: m.forward(p, SP_MODEL, t, segment_ids=jnp.ones_like(t))[0])
@@ -145,7 +148,7 @@ def test_sampler_calls_keep_rows_whole_on_sequence_devices(reference):
             sharded = jax.device_put(params, sharding.param_shardings(mesh, SP_MODEL))
             cache = m.init_cache(SP_MODEL, ROWS, 16)
             assert _sequence_collectives(cached, sharded, tokens[:, :16], cache) == set()
-            assert _sequence_collectives(uncached, sharded, tokens[:, :16]) == {"all_gather", "ppermute"}
+            assert _sequence_collectives(uncached, sharded, tokens[:, :16]) == {"all_gather"}
             got = cached(sharded, tokens[:, :16], cache)
     np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
 
@@ -191,7 +194,8 @@ def test_chunked_query_attention_equals_one_masked_attention(chunk):
         same = (segments[:, :, None] == key_segments[:, None, :]) & (segments[:, :, None] > 0)
 
         def chunked(q, keys, values):
-            out = chunked_query_attention(q, segments, keys, values, key_segments, first, query_chunk=chunk)
+            out = chunked_query_attention(q, segments, keys, values, key_segments, first + jnp.arange(t),
+                                          query_chunk=chunk)
             return jnp.sum(out * weights), out
 
         def whole(q, keys, values):

@@ -17,6 +17,7 @@ import pytest
 from jaxpr_testing import all_eqns
 from nemocascade import model as m
 from nemocascade import sharding
+from nemocascade.model import sequence_layout
 from nemocascade.model.attention import self_attention
 from nemocascade.rollout import generate
 
@@ -122,19 +123,19 @@ def test_pallas_kernels_run_per_device_and_equal_xla_on_one_device():
 
 def test_pallas_kernels_under_sequence_parallelism_equal_xla_on_one_device():
     """Rows of 16 tokens split over ``sequence`` (8 per device; a segment boundary and padding cross the shards;
-    heads split over ``tensor``, experts over ``expert``) with kernel_impl="interpret": attention as two flash
-    calls (own keys, earlier shards' keys) merged by their log-sum-exps, the SSD kernel per shard plus the
-    passed state, the grouped matmul on each device's tokens: the loss, logits, expert loads and gradients equal
-    the single-device XLA path's."""
+    heads split over ``tensor``, experts over ``expert``) with kernel_impl="interpret": the zigzag layout's two
+    chunks of 4 tokens per device, attention as one flash call per chunk at its slots, the SSD kernel per chunk
+    plus the passed state, the grouped matmul on each device's tokens: the loss, logits, expert loads and
+    gradients equal the single-device XLA path's."""
     params = m.init_params(HYBRID, jax.random.PRNGKey(1))
     tokens, seg = _batch(4, 16)
     cfg = HYBRID.replace(kernel_impl="interpret")
     axes = dict(sequence=2, tensor=2, expert=2)
     with jax.set_mesh(sharding.make_mesh(axes)):
         jaxpr = jax.make_jaxpr(lambda p: _loss(p, tokens, seg, cfg))(params)
-    # Flash forward calls take (q, k, v, q segments, kv segments): two per attention layer.
-    flash_calls = [eqn for eqn in all_eqns(jaxpr) if eqn.primitive.name == "pallas_call" and len(eqn.invars) == 5
-                   and eqn.invars[0].aval.ndim == 4]
+    # Flash forward calls take (q offset, q, k, v, q segments, kv segments): one per chunk and attention layer.
+    flash_calls = [eqn for eqn in all_eqns(jaxpr) if eqn.primitive.name == "pallas_call"
+                   and str(eqn.params["name"]) == "flash_attention_fwd"]
     assert len(flash_calls) == 2 * HYBRID.layer_kinds.count("attention")
     _assert_same(_run(cfg, params, tokens, seg, axes), _run(HYBRID, params, tokens, seg), rtol=2e-5, atol=2e-6)
 
@@ -156,13 +157,17 @@ def test_rollouts_with_pallas_kernels_on_a_mesh_equal_one_device_xla(axes):
     np.testing.assert_allclose(out.logprobs, ref.logprobs, rtol=1e-5, atol=1e-5)
 
 
-def test_sequence_shards_pass_the_earlier_shards_keys_to_the_second_flash_call():
-    """512-token rows on sequence=4: each device's 128 queries go to one flash call over its own 128 keys and
-    one over the first three shards' 384 (the last shard's keys precede no device's queries)."""
+def test_sequence_shards_run_one_flash_call_per_zigzag_chunk_at_its_slots():
+    """512-token rows on sequence=4 (zigzag chunks of 64): each device's chunks ``i`` and ``7 - i`` go to one flash
+    call each, the first over the first half of the row's gathered keys (256: chunk i < 4 lies there), the second
+    over all 512, at q_offset 64 i and 64 (7 - i), traced from the device's place (one call serves all devices)."""
     q, k = jnp.ones((2, 512, 4, 16)), jnp.ones((2, 512, 2, 16))
     seg = jnp.ones((2, 512), jnp.int32)
     with jax.set_mesh(sharding.make_mesh(dict(sequence=4, data=2))):
-        jaxpr = jax.make_jaxpr(lambda q, k: self_attention(q, k, k, seg, "interpret", split_length=True))(q, k)
-    calls = [e for e in all_eqns(jaxpr) if e.primitive.name == "pallas_call" and len(e.invars) == 5]
-    assert sorted(tuple(v.aval.shape for v in e.invars[:2]) for e in calls) == [
-        ((1, 128, 4, 16), (1, 128, 2, 16)), ((1, 128, 4, 16), (1, 384, 2, 16))]
+        split = sequence_layout.sequence_split(HYBRID, 512)
+        assert split == (("sequence",), 2)
+        jaxpr = jax.make_jaxpr(lambda q, k: self_attention(q, k, k, seg, "interpret", split=split))(q, k)
+    calls = [e for e in all_eqns(jaxpr) if e.primitive.name == "pallas_call"
+             and str(e.params["name"]) == "flash_attention_fwd"]
+    assert sorted(tuple(v.aval.shape for v in e.invars[:3]) for e in calls) == [
+        ((1,), (1, 64, 4, 16), (1, 256, 2, 16)), ((1,), (1, 64, 4, 16), (1, 512, 2, 16))]

@@ -86,8 +86,34 @@ def check_decode_against_reference(impl, q, k, v, lengths, *, tol=1e-5, **kwargs
     return error
 
 
+def check_offset_skips_hidden_keys(impl, q, k, v, d_out, *, q_offset: int, block_q: int, block_k: int):
+    """Asserts that causal flash_attention(impl, q_offset) skips, forward and backward, the key blocks past
+    the diagonal of every (padded) query block: NaN keys and values there change nothing.
+
+    Computing such a block, even fully masked, would give NaN (0 * NaN in p @ v, ds @ k and ds.T @ q), so
+    out and the q/k/v gradients must match the reference on the clean inputs (whose dk, dv are 0 there).
+    """
+    from pallas_kernels.attention import ops
+
+    t, s = q.shape[1], k.shape[1]
+    hidden = -(-(q_offset + -(-t // block_q) * block_q) // block_k) * block_k  # first key past every block
+    assert 0 < hidden < s, (hidden, s)
+    poison = lambda x: x.at[:, hidden:].set(jnp.nan)
+    out, grads = value_and_grads(
+        lambda q, k, v: ops.flash_attention(q, k, v, causal=True, q_offset=q_offset, impl=impl,
+                                            block_q=block_q, block_k=block_k), q, poison(k), poison(v), d_out)
+    ones_q, ones_k = jnp.ones(q.shape[:2], jnp.int32), jnp.ones(k.shape[:2], jnp.int32)
+    mask = reference.self_attention_mask(ones_q, ones_k, causal=True, q_offset=q_offset)
+    want, want_grads = value_and_grads(
+        lambda q, k, v: reference.masked_attention(q, k, v, mask, q.shape[3] ** -0.5), q, k, v, d_out)
+    assert rel_err(out, want) < 1e-5
+    for name, got, ref in zip("qkv", grads, want_grads):
+        assert rel_err(got, ref) < 1e-5, name  # NaN fails too
+
+
 def lower_for_platform(monkeypatch, impl: str, platform: str) -> tuple[str, str]:
-    """StableHLO text of flash fwd+bwd and of decode, lowered for `platform` from this CPU host.
+    """StableHLO text of flash fwd+bwd (with a traced q_offset) and of decode, lowered for `platform` from
+    this CPU host.
 
     This runs the Pallas lowering of the real (not interpreted) kernels, Triton for "cuda" and
     Mosaic for "tpu", so unsupported operations or illegal block shapes fail here without the
@@ -100,14 +126,16 @@ def lower_for_platform(monkeypatch, impl: str, platform: str) -> tuple[str, str]
     kv = jax.ShapeDtypeStruct((1, 200, 2, 128), jnp.bfloat16)
     seg = jax.ShapeDtypeStruct((1, 200), jnp.int32)
     lengths = jax.ShapeDtypeStruct((1,), jnp.int32)
+    q_offset = jax.ShapeDtypeStruct((), jnp.int32)
 
-    def flash_fwd_bwd(q, k, v, seg):
+    def flash_fwd_bwd(q, k, v, seg, q_offset):
         def loss(q, k, v):
-            out = ops.flash_attention(q, k, v, segment_ids=seg, block_q=128, block_k=128)  # 2 x 2 tiles
+            out = ops.flash_attention(q, k, v, segment_ids=seg, block_q=128, block_k=128,  # 2 x 2 tiles
+                                      q_offset=q_offset)
             return jnp.sum(out.astype(jnp.float32))
         return jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
 
-    return (lower_text(flash_fwd_bwd, q, kv, kv, seg, platform=platform),
+    return (lower_text(flash_fwd_bwd, q, kv, kv, seg, q_offset, platform=platform),
             lower_text(lambda *args: ops.decode_attention(*args),  # a fresh function: no stale trace cache
                        jax.ShapeDtypeStruct((1, 1, 4, 128), jnp.bfloat16), kv, kv, lengths,
                        platform=platform))

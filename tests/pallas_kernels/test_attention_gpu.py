@@ -5,7 +5,8 @@ Forward values and q/k/v gradients (flash) and decode outputs are compared with 
 `reference.py` (itself checked against float64 numpy in test_attention_reference.py):
 ||out - ref|| / ||ref|| < 1e-5 for float32 inputs, < 1e-2 (values) for bfloat16. Shapes are chosen
 so that sequences end in partial blocks (the padded, masked tail), segments start and end inside
-blocks, and GQA ratios 1, 2, 4 and 8 all run.
+blocks, and GQA ratios 1, 2, 4 and 8 all run. Under a q_offset the key blocks past the diagonal must
+be skipped: NaN there must not reach any output (test_attention_lse.py checks q_offset's values).
 """
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import jax.numpy as jnp
 
 from kernel_impl import GPU_KERNEL_IMPL as IMPL, gpu_kernel
 from test_attention_common import (check_decode_against_reference, check_flash_against_reference,
-                                   lower_for_platform, packed_segments, random_inputs)
+                                   check_offset_skips_hidden_keys, lower_for_platform, packed_segments,
+                                   random_inputs)
 
 D = 32
 
@@ -54,6 +56,15 @@ def test_fully_masked_rows_are_zero_not_nan():
     seg[1] = 0
     check_flash_against_reference(IMPL, q, k, v, d_out, segment_ids=seg, causal=True, block_q=16,
                                   block_k=16)
+
+
+@gpu_kernel
+@pytest.mark.parametrize("q_offset", [0, 37])
+def test_q_offset_skips_key_blocks_past_the_diagonal(q_offset):
+    """20 queries at keys [q_offset, q_offset + 20) of 96: the forward and dQ loops stop at the diagonal and
+    the dK/dV programs of the later key blocks run an empty query-block range (NaN keys there are never read)."""
+    q, k, v, d_out = random_inputs(16 + q_offset, 1, 20, 96, 4, 2, D)
+    check_offset_skips_hidden_keys(IMPL, q, k, v, d_out, q_offset=q_offset, block_q=16, block_k=16)
 
 
 # (B, Tq, S, H, KVH, lengths, block_k, num_splits)

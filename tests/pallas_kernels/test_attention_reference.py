@@ -88,16 +88,19 @@ def test_cross_attention_lengths_and_scale():
         assert rel_err(got, ref) < 1e-5
 
 
-def test_xla_path_chunks_queries():
-    """q_chunk smaller than T (and not dividing it) gives the same values and gradients."""
+@pytest.mark.parametrize("q_offset", [0, 6])
+def test_xla_path_chunks_queries(q_offset):
+    """q_chunk smaller than T (and not dividing it) gives the same values and gradients; each chunk's queries
+    sit at the call's q_offset plus the chunk's start."""
     b, t, h, kvh, d = 2, 21, 4, 2, 8
-    q, k, v, d_out = random_inputs(4, b, t, t, h, kvh, d)
-    seg = jnp.asarray(packed_segments(5, b, t))
-    fn = lambda q, k, v: xla.flash_attention_xla(q, k, v, seg, seg, causal=True, sm_scale=d ** -0.5,
-                                                 q_chunk=8)
+    q, k, v, d_out = random_inputs(4, b, t, t + q_offset, h, kvh, d)
+    kv_seg = packed_segments(5, b, t + q_offset)
+    q_seg = kv_seg[:, q_offset:]
+    fn = lambda q, k, v: xla.flash_attention_xla(q, k, v, jnp.asarray(q_seg), jnp.asarray(kv_seg), causal=True,
+                                                 sm_scale=d ** -0.5, q_chunk=8, q_offset=jnp.int32(q_offset))
     out, grads = value_and_grads(fn, q, k, v, d_out)
-    want, want_grads = _np_attention(q, k, v, _np_mask(np.asarray(seg), np.asarray(seg), True),
-                                     d ** -0.5, np.asarray(d_out))
+    mask = _np_mask(q_seg, kv_seg, True, q_pos=np.broadcast_to(q_offset + np.arange(t), (b, t)))
+    want, want_grads = _np_attention(q, k, v, mask, d ** -0.5, np.asarray(d_out))
     assert rel_err(out, want) < 1e-5
     for got, ref in zip(grads, want_grads):
         assert rel_err(got, ref) < 1e-5
@@ -176,6 +179,11 @@ _KV = jnp.zeros((2, 8, 2, 16), jnp.float32)
     (dict(segment_ids=jnp.ones((2, 8), jnp.int32), k=jnp.zeros((2, 9, 2, 16)), v=jnp.zeros((2, 9, 2, 16))),
      ValueError, "S == T"),
     (dict(causal=1), TypeError, "causal must be a bool"),
+    (dict(q_offset=1.0), TypeError, "q_offset must be None, an int"),
+    (dict(q_offset=True), TypeError, "q_offset must be None, an int"),
+    (dict(q_offset=2 ** 31), ValueError, "q_offset must fit in int32"),
+    (dict(q_offset=jnp.zeros((1,), jnp.int32)), ValueError, "q_offset must be a scalar"),
+    (dict(q_offset=jnp.float32(3)), TypeError, "q_offset must be an integer"),
     (dict(sm_scale="0.1"), TypeError, "sm_scale"),
     (dict(impl="cuda"), ValueError, "impl must be one of"),
     (dict(impl="gpu"), ValueError, "needs a gpu backend"),
