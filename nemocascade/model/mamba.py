@@ -138,13 +138,20 @@ def sequence_parallel_ssm(ux, ub, uc, segment_ids, dt, a, conv_weight, conv_bias
     def as_chunk_rows(x):  # [b, m*c, ...] -> [b*m, c, ...]: each of the device's chunks a row of its own
         return x.reshape(x.shape[0] * per_device, x.shape[1] // per_device, *x.shape[2:])
 
+    def all_chunks(x):
+        """Per chunk row [b*m, ...] -> all the rows' chunks [b, S*m, ...] in the row's order (all-gathered)."""
+        gathered = jax.lax.all_gather(x.reshape(-1, per_device, *x.shape[1:]), sequence, axis=1, tiled=True)
+        return sequence_layout.in_row_order(gathered, num_shards, per_device)
+
+    def own_chunks(x):
+        """[b, S*m, ...] in the row's order -> this device's chunk rows [b*m, ...]."""
+        mine = jnp.take(x, sequence_layout.local_chunks(sequence, per_device), axis=1)
+        return mine.reshape(-1, *mine.shape[2:])
+
     def chunk_before(x):
         """Per chunk row [b*m, ...] -> the same of the chunk before each in the row (zeros for chunk 0)."""
-        gathered = jax.lax.all_gather(x.reshape(-1, per_device, *x.shape[1:]), sequence, axis=1, tiled=True)
-        ordered = sequence_layout.in_row_order(gathered, num_shards, per_device)         # [b, S*m, ...]
-        padded = jnp.concatenate([jnp.zeros_like(ordered[:, :1]), ordered[:, :-1]], axis=1)
-        mine = jnp.take(padded, sequence_layout.local_chunks(sequence, per_device), axis=1)
-        return mine.reshape(x.shape)
+        ordered = all_chunks(x)
+        return own_chunks(jnp.concatenate([jnp.zeros_like(ordered[:, :1]), ordered[:, :-1]], axis=1))
 
     def shard(ux, ub, uc, segment_ids, dt, a, *conv_params):
         if heads is not None and groups is None:  # this device's heads lie in one group: take its B/C channels
@@ -165,16 +172,12 @@ def sequence_parallel_ssm(ux, ub, uc, segment_ids, dt, a, conv_weight, conv_bias
         log_decay = jnp.cumsum(dt * a, axis=1)                                     # [b*m, c, H]
         before_reset = jnp.cumsum(starts, axis=1) == 0                             # [b*m, c]
         carry = jnp.exp(log_decay[:, -1]) * before_reset[:, -1:]                   # [b*m, H]
-        gather = lambda x: sequence_layout.in_row_order(  # noqa: E731  [b*m, ...] -> [b, S*m, ...] in row order
-            jax.lax.all_gather(x.reshape(bsz, per_device, *x.shape[1:]), sequence, axis=1, tiled=True),
-            num_shards, per_device)
-        finals, carries = gather(final), gather(carry)
+        finals, carries = all_chunks(final), all_chunks(carry)
         entering, state = [], jnp.zeros_like(finals[:, 0])
         for i in range(num_chunks):
             entering.append(state)
             state = carries[:, i, :, None, None] * state + finals[:, i]
-        state = jnp.take(jnp.stack(entering, axis=1), sequence_layout.local_chunks(sequence, per_device), axis=1)
-        state = state.reshape(final.shape)                                         # [b*m, H, P, N]
+        state = own_chunks(jnp.stack(entering, axis=1))                           # [b*m, H, P, N]
         c_heads = jnp.repeat(at_least_f32(c), xs.shape[2] // c.shape[2], axis=2)  # [b*m, c, H, N]
         scale = jnp.exp(log_decay) * before_reset[..., None]
         y = at_least_f32(y) + jnp.einsum("bthn,bhpn->bthp", c_heads, state) * scale[..., None]

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from nemocascade.cascade.ledger import Ledger
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,6 +45,7 @@ def _metric_steps(path):
         return [json.loads(line)["step"] for line in f]
 
 
+@pytest.mark.slow
 def test_tiny_cascade_runs_end_to_end_and_skips_finished_stages(tmp_path):
     workdir = str(tmp_path / "cascade")
     out = _launch(workdir)

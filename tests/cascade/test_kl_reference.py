@@ -102,6 +102,7 @@ def _k3_mean(policy_lp, ref_lp, mask) -> float:
     return float((k3 * mask).sum() / mask.sum())
 
 
+@pytest.mark.slow
 def test_kl_to_the_frozen_initial_params(recorder, tmp_path):
     config = _stage_config(kl_coef=KL_COEF)
     cfg = runtime.model_config_from(config)

@@ -12,6 +12,8 @@ import json
 import os
 import re
 
+import pytest
+
 from launch_testing import assert_same_params, final_params, finished_steps, kill_after_first_checkpoint, reaped
 
 from nemocascade.cascade.ledger import Ledger
@@ -56,6 +58,7 @@ def _file_stamps(directory):
     return stamps
 
 
+@pytest.mark.slow
 def test_cascade_killed_during_mopd_resumes_to_the_same_ledger(tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     mopd_ckpts = os.path.join(killed, "mopd", "checkpoints")

@@ -8,6 +8,8 @@ relaunches load the first launch's executables).
 import json
 import os
 
+import pytest
+
 from launch_testing import assert_same_params, final_params, kill_after_first_checkpoint, reaped
 
 from nemocascade.checkpoint import Checkpointer
@@ -25,6 +27,7 @@ def _read(path):
         return f.read()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_is_bit_exact(tmp_path):
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     ckpt_dir = os.path.join(killed, "checkpoints")

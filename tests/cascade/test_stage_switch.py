@@ -164,6 +164,7 @@ def probe(monkeypatch):
     del baseline
 
 
+@pytest.mark.slow
 def test_stage_switches_compile_one_step_and_release_finished_stages(probe, tmp_path):
     config = _config()
     ledger = pipeline.run_cascade(config, str(tmp_path))

@@ -1,9 +1,9 @@
 """Single-stage configs for ``tests/launch/test_multiprocess_rl.py``:
 ``--config=tests/launch/rl_stages_config.py:KIND``.
 
-KIND is ``reward_model``, ``grpo``, ``mopd`` (the MOPD teacher of the ``if`` domain, ``rl.teachers.if``, is a
-policy checkpoint directory passed as ``--override=if_teacher=DIR``) or ``rlhf`` (on ``chat`` prompts, scored by
-the reward model ``--override=rl.reward_model=DIR``). Each is a
+KIND is ``reward_model``, ``grpo`` or ``rlhf`` (on ``chat`` prompts, scored by the reward model
+``--override=rl.reward_model=DIR``); multi-process MOPD runs in ``tests/launch/test_multiprocess_cascade.py``.
+Each is a
 1-layer dense variant of the tiny model (compiles in ~2/3 of the MoE's time) on a mesh with ``fsdp`` over
 every device, 3 steps, a log line and a checkpoint every step, so every stage is small enough for a
 multi-process test on 2 CPU cores. GRPO starts from random init, whose responses never end with a stop
@@ -14,7 +14,7 @@ import ml_collections
 
 from nemocascade import configs
 
-KINDS = ("reward_model", "grpo", "mopd", "rlhf")
+KINDS = ("reward_model", "grpo", "rlhf")
 
 
 def get_config(kind: str = "grpo") -> ml_collections.ConfigDict:
@@ -41,12 +41,6 @@ def get_config(kind: str = "grpo") -> ml_collections.ConfigDict:
         return config
     rl = dict(prompts_per_domain=32, prompts_per_step=4, num_samples=4, max_new_tokens=12, max_prompt_tokens=80,
               filter_uniform_groups=False, unfinished_reward_zero=False)
-    if kind == "mopd":  # "if" is a Python keyword: ``--config.rl.teachers.if=...`` does not parse
-        # A student init of its own: a teacher barely trained from the same init would leave token advantages
-        # (teacher - student log-probs) that are mostly float noise.
-        config.seed = 1
-        config.if_teacher = "REQUIRED: a policy checkpoint dir"
-        rl["teachers"] = ml_collections.ConfigDict({"if": config.get_ref("if_teacher")})
     stage = configs.tiny_rl_stage(kind, domains=("chat",) if kind == "rlhf" else ("if",), **rl)
     for key, value in stage.items():
         if key not in ("kind", "init_from"):

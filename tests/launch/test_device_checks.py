@@ -9,11 +9,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "launch", "device_checks.sh")
 STEPS = ("env", "kernels", "gmm", "attention", "ssd", "rollout")
 
 
+@pytest.mark.slow
 def test_smoke_run_completes_every_step(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
     proc = subprocess.run(["bash", SCRIPT, "--smoke"], cwd=REPO, env=env, capture_output=True, text=True,

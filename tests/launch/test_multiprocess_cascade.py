@@ -15,6 +15,8 @@ progress and stage-tagged lines from process 0 only. ~50 s on 2 idle cores.
 import json
 import time
 
+import pytest
+
 import multiprocess_testing as mp
 from cascade_stages_config import ORDER
 
@@ -31,6 +33,7 @@ def _normalised(workdir, name: str):
     return (workdir / name).read_text().replace(str(workdir), "<workdir>")
 
 
+@pytest.mark.slow
 def test_cascade_on_two_processes_runs_like_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     start = time.perf_counter()

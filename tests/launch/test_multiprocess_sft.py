@@ -26,6 +26,7 @@ import shutil
 import time
 
 import numpy as np
+import pytest
 
 import multiprocess_testing as mp
 
@@ -45,6 +46,7 @@ def _workdir(root):
     return root / "sft" / "0"
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_resume_exactly(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     start = time.perf_counter()

@@ -7,6 +7,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from nemocascade import configs
 from nemocascade.cascade import pipeline
@@ -40,6 +41,7 @@ def _metrics(workdir):
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.slow
 def test_tiny_hybrid_trains_through_sft_then_grpo(tmp_path):
     sft_cfg, rl_cfg = _stage_configs()
     assert sft_cfg.model.block_pattern == ("mamba", "attention", "mamba", "moe")

@@ -174,6 +174,7 @@ def test_pairs_from_jsonl_with_line_numbered_errors(tmp_path):
 STEPS = 40
 
 
+@pytest.mark.slow
 def test_launch_trains_a_reward_model_that_ranks_heldout_pairs(tmp_path):
     """``experiments/reward_model.py`` through the launcher, shortened (the default trains 80 steps on 4000 pairs
     and evaluates 500). One CPU device: 8 simulated devices on a small CI machine are ~3x slower (the mesh
