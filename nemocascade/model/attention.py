@@ -15,11 +15,11 @@ On a mesh the kernels run per device on its rows and heads (``kernels.on_shards`
 Sequence parallelism (``Attention(split_length=True)`` on a mesh whose ``sequence`` axis divides T): each
 device holds its chunks of its rows' tokens in the zigzag layout of ``sequence_layout.py`` (chunks ``i`` and
 ``2S-1-i`` of 2S); it all-gathers the keys, values and segment ids over ``sequence``, puts them in the rows' order
-and attends its queries (at their slots in the row) to them: on the XLA path in chunks of
-``sequence_query_chunk(T)`` queries that the backward recomputes (what a layer keeps for the backward is q, the
-gathered k/v and the output, not the f32 [H, T/S, T] probabilities); with the Pallas kernels as one flash call per
-chunk of queries, placed at their slots (``q_offset``), so that each device computes the same number of key
-blocks: those up to its queries' diagonals.
+and attends each of its chunks of queries (at their slots in the row) to the keys up to the last chunk that can
+precede it: on the XLA path in query chunks of ``sequence_query_chunk(T)`` that the backward recomputes (what a
+layer keeps for the backward is q, the gathered k/v and the output, not the f32 [H, T/S, T] probabilities); with
+the Pallas kernels as one flash call per chunk, placed at its slots (``q_offset``), so that each device computes
+the same number of key blocks: those up to its queries' diagonals.
 """
 from __future__ import annotations
 
@@ -100,8 +100,8 @@ def self_attention(q, k, v, segment_ids, impl: str, *, split=((), 1), rows: str 
     sequence, per_device = split
     if sequence:
         tokens, heads = _kernel_specs(q, k, sequence)
-        shard = _sequence_shard_attention if impl == "xla" else _sequence_shard_flash_attention
-        return on_shards(functools.partial(shard, sequence=sequence, per_device=per_device, impl=impl),
+        return on_shards(functools.partial(_sequence_shard_attention, sequence=sequence, per_device=per_device,
+                                           impl=impl),
                          (heads, heads, heads, tokens), heads, q, k, v, segment_ids)
     if impl == "xla":
         return grouped_attention(q, k, v, self_attention_mask(segment_ids))
@@ -131,30 +131,31 @@ def _gathered_keys(k, v, segment_ids, sequence, per_device):
 
 
 def _sequence_shard_attention(q, k, v, segment_ids, *, sequence, per_device, impl):
-    """One device's queries q [b, t, h, Dh] (its chunks of the rows) over the keys and values of all its rows'
-    tokens, all-gathered (XLA path)."""
-    del impl
-    keys, values, key_segments, query_slots = _gathered_keys(k, v, segment_ids, sequence, per_device)
-    return chunked_query_attention(q, segment_ids, keys, values, key_segments, query_slots,
-                                   query_chunk=sequence_query_chunk(keys.shape[1]))
-
-
-def _sequence_shard_flash_attention(q, k, v, segment_ids, *, sequence, per_device, impl):
-    """As ``_sequence_shard_attention`` with the flash kernel: one call per chunk of the device's queries, over the
-    all-gathered keys up to the last chunk that can precede it (the first half of the row for the first zigzag
-    chunk, which lies there), the queries placed at their slots (``q_offset``), so that the kernel computes the
-    key blocks up to each query block's diagonal only."""
-    flash = pallas_op("attention.ops", "flash_attention", impl)
+    """One device's queries q [b, t, h, Dh] (its ``per_device`` chunks of the rows) over the keys and values of
+    all its rows' tokens, all-gathered: chunk by chunk, each over the keys up to the last chunk that can precede
+    it (the first half of the row for the first zigzag chunk, which lies there)."""
     keys, values, key_segments, query_slots = _gathered_keys(k, v, segment_ids, sequence, per_device)
     chunk = q.shape[1] // per_device
     outs = []
     for place in range(per_device):
         visible = keys.shape[1] // 2 if (per_device, place) == (2, 0) else keys.shape[1]
         part = slice(place * chunk, (place + 1) * chunk)
-        outs.append(flash(q[:, part], keys[:, :visible], values[:, :visible], segment_ids=segment_ids[:, part],
-                          kv_segment_ids=key_segments[:, :visible], causal=True, q_offset=query_slots[place * chunk],
-                          impl=impl))
+        outs.append(_attend_chunk(q[:, part], segment_ids[:, part], keys[:, :visible], values[:, :visible],
+                                  key_segments[:, :visible], query_slots[part], impl=impl))
     return jnp.concatenate(outs, axis=1)
+
+
+def _attend_chunk(q, segment_ids, keys, values, key_segments, query_slots, *, impl):
+    """Queries q [b, c, h, Dh] at the consecutive slots ``query_slots`` int32[c] of their rows over the rows' first
+    keys [b, L, K, Dh] (slots 0..L-1): on the XLA path in query chunks recomputed in the backward; with the
+    kernels as one flash call at ``q_offset = query_slots[0]``, which computes only the key blocks up to each
+    query block's diagonal."""
+    if impl == "xla":
+        return chunked_query_attention(q, segment_ids, keys, values, key_segments, query_slots,
+                                       query_chunk=sequence_query_chunk(keys.shape[1]))
+    flash = pallas_op("attention.ops", "flash_attention", impl)
+    return flash(q, keys, values, segment_ids=segment_ids, kv_segment_ids=key_segments, causal=True,
+                 q_offset=query_slots[0], impl=impl)
 
 
 def chunked_query_attention(q, segment_ids, keys, values, key_segments, query_slots, *, query_chunk: int):

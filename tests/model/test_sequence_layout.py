@@ -8,6 +8,7 @@ from jax.sharding import PartitionSpec as P
 from nemocascade import model as m
 from nemocascade import sharding
 from nemocascade.model import sequence_layout
+from pallas_kernels.attention import block_math
 
 TINY = m.presets.tiny()
 HYBRID = m.presets.tiny_hybrid()   # Mamba-2 conv window K = 4: zigzag chunks need >= 3 tokens
@@ -43,15 +44,31 @@ def test_layout_puts_each_devices_chunks_together_and_back(cfg, num_tokens, sequ
     np.testing.assert_array_equal(named, want_chunks)
 
 
-def test_zigzag_chunks_give_every_device_the_same_causal_attention_work():
-    """Device i's queries see (chunk + 1/2) chunks of keys per chunk it holds: 2S of them on every device with
-    zigzag chunks, against S - 1/2 chunks of T/S tokens (2S - 1 of T/2S) on the last device with consecutive
-    ones."""
-    for num_shards in (2, 4, 8, 16):
-        order = sequence_layout.chunk_order(num_shards, 2).reshape(num_shards, 2)
-        work = (order + 0.5).sum(axis=1)
-        np.testing.assert_array_equal(work, 2 * num_shards)
-        assert sorted(order.reshape(-1)) == list(range(2 * num_shards))
+def _flash_tiles(chunks, chunk: int, visible: list[int], block: int) -> int:
+    """(query block, key block) tiles the flash kernel computes for one device: its chunks' queries at
+    ``q_offset = chunk index * chunk`` over the first ``visible`` keys of the row, counted with the kernels' own
+    causal block bound."""
+    tiles = 0
+    for index, keys in zip(chunks, visible):
+        for q_block in range(chunk // block):
+            tiles += int(block_math.causal_kv_block_count(q_block, block, block, keys // block, index * chunk))
+    return tiles
+
+
+@pytest.mark.parametrize("num_shards", [4, 16])
+def test_zigzag_chunks_give_every_device_the_same_flash_attention_work(num_shards):
+    """Rows of 8192 tokens, 128-token blocks: with zigzag chunks every device's flash calls (as
+    ``attention._sequence_shard_attention`` makes them) compute the same number of tiles, half the rows'
+    causal tiles over S each; with consecutive chunks the last device computes (2S - 1) / S times the average
+    (1.74 at S=4, 1.94 at S=16)."""
+    num_tokens, block = 8192, 128
+    order = sequence_layout.chunk_order(num_shards, 2).reshape(num_shards, 2)
+    chunk = num_tokens // (2 * num_shards)
+    zigzag = [_flash_tiles(chunks, chunk, [num_tokens // 2, num_tokens], block) for chunks in order]
+    consecutive = [_flash_tiles([i], num_tokens // num_shards, [num_tokens], block) for i in range(num_shards)]
+    blocks = num_tokens // block
+    assert zigzag == [blocks * (blocks + 1) // 2 // num_shards] * num_shards, zigzag
+    assert sum(consecutive) == sum(zigzag) and max(consecutive) / max(zigzag) > (2 * num_shards - 1) / num_shards - 0.02
 
 
 def test_in_row_order_inverts_the_gathered_chunk_order():
