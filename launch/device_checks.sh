@@ -34,7 +34,7 @@ if [[ $SMOKE == 1 ]]; then
   KERNEL_TESTS=interpret
   KERNEL_TEST_MODE=(--collect-only)
   BENCH_SIZE=(--small)
-  ROLLOUT_ARGS=(--config=tiny --batches=1,4 --prompt=8 --new=8)
+  ROLLOUT_ARGS=(--config=tiny --batches=4 --prompt=8 --new=8)
 else
   export JAX_PLATFORMS=cuda
   KERNEL_TESTS=gpu

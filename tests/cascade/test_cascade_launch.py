@@ -1,8 +1,8 @@
 """End to end: the main job (``experiments/mopd.py``) through ``python -m nemocascade.launch``, shortened.
 
-SFT -> IF-RL -> math RL -> MOPD with a few steps each on a 2-device data-parallel CPU mesh: every stage
-trains from its predecessor, the ledger records each stage's held-out scores, MOPD's teachers are the
-best earlier stage per domain, and a second launch on the finished workdir skips every stage.
+SFT -> IF-RL -> math RL -> MOPD with a few steps each, a 1-layer model, on a 2-device data-parallel CPU mesh:
+every stage trains from its predecessor, the ledger records each stage's held-out scores, MOPD's teachers are
+the best earlier stage per domain, and a second launch on the finished workdir skips every stage.
 """
 import json
 import os
@@ -19,7 +19,7 @@ SFT_STEPS, RL_STEPS = 6, 2
 
 
 def _overrides():
-    flags = [f"--config.stages.sft.train.steps={SFT_STEPS}",
+    flags = ["--config.model.num_layers=1", f"--config.stages.sft.train.steps={SFT_STEPS}",
              "--config.stages.sft.optimizer.warmup_steps=2", "--config.stages.sft.train.log_every=3",
              f"--config.stages.sft.train.checkpoint_every={SFT_STEPS}", "--config.stages.sft.data.batch_size=4",
              "--config.stages.sft.data.toy_mix=math=40,if=40,code=40", "--config.eval.num_examples=4",
