@@ -13,12 +13,18 @@ Presets (``--config=experiments/rlhf.py:PRESET``):
     v5p-64 (``configs.nano30b_mesh``), with the recipe's KL coefficient 0.03 against the RLHF stage's starting
     policy (the SFT checkpoint, kept frozen beside the trained params: one more params set in device memory);
     the recipe's generative pairwise judge is replaced by a Bradley-Terry model.
+  tiny_judge: the recipe's reward, a generative pairwise judge, at toy scale: ``sft`` -> ``judge`` (an SFT stage
+    from the SFT policy on toy ``judge`` transcripts: a ``chat`` question, its chosen and rejected answers as
+    ``response_1`` / ``response_2`` in a random order, and the verdict JSON) -> ``rlhf`` (from the SFT policy;
+    every rollout compared with the next one of its prompt, ``circular``, by the judge stage's model;
+    ``rl.judge.stage``). Its held-out evaluation is the judge's win rate of the final policy over the SFT policy.
 """
 import ml_collections
 
 from nemocascade import configs
 
 ORDER = ("sft", "reward_model", "rlhf")
+JUDGE_ORDER = ("sft", "judge", "rlhf")
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -39,4 +45,12 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                                                                   max_new_tokens=16384),
                                       data=configs.nano30b_shared_data(),
                                       init_checkpoint=configs.NANO30B_BASE_CHECKPOINT)
-    raise ValueError(f"unknown preset {preset!r} for experiments/rlhf.py; known: tiny, nano30b")
+    if preset == "tiny_judge":
+        stages = {"sft": configs.tiny_chat_sft_stage(), "judge": configs.tiny_judge_sft_stage(init_from="sft"),
+                  "rlhf": configs.tiny_rlhf_stage()}
+        stages["rlhf"].init_from = "sft"
+        stages["rlhf"].rl.judge.update(stage="judge", strategy="circular", max_new_tokens=40)
+        return configs.cascade_config(name="rlhf_judge", model="tiny", mesh=configs.mesh_config(), order=JUDGE_ORDER,
+                                      stages=stages, eval_cfg=configs.eval_config(domains=("math",)),
+                                      data=configs.shared_data_config())
+    raise ValueError(f"unknown preset {preset!r} for experiments/rlhf.py; known: tiny, nano30b, tiny_judge")

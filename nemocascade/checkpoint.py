@@ -22,6 +22,9 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from nemocascade import model as model_lib
+from nemocascade import sharding as sharding_lib
+
 
 class Checkpointer:
     """A thin policy layer over ``ocp.CheckpointManager``.
@@ -157,6 +160,18 @@ def restore_params(directory: str, abstract_params, *, step: int | None = None):
         return restored["params"]
     finally:
         checkpointer.close()
+
+
+def restore_policy_params(directory: str, cfg, mesh=None, *, step: int | None = None):
+    """The params of a policy-shaped checkpoint (``model.abstract_params(cfg)``) in ``directory`` (its latest
+    step by default), placed by ``sharding.param_shardings`` on ``mesh`` (None: on the first device)."""
+    shapes, _ = model_lib.abstract_params(cfg)
+    if mesh is None:
+        shardings = jax.tree.map(lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), shapes)
+    else:
+        shardings = sharding_lib.param_shardings(mesh, cfg)
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    return restore_params(directory, abstract, step=step)
 
 
 def _check_saved_shapes(path, abstract_params, where: str) -> None:

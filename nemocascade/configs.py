@@ -136,9 +136,34 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
         teachers=ml_collections.ConfigDict(),  # MOPD: domain -> checkpoint dir (filled from the ledger)
         teacher_stages="",               # MOPD: pinned teachers "math=sft,if=if_rl"; other domains: best in ledger
         reward_model="",                 # RLHF: a reward_model stage's checkpoint dir (a cascade fills it)
+        judge=judge_config(),            # RLHF: a generative pairwise judge instead (judge.checkpoint set)
     )
     rl.update(overrides)
     return ml_collections.ConfigDict(rl)
+
+
+def judge_config(**overrides) -> ml_collections.ConfigDict:
+    """RLHF's generative pairwise judge (``rewards/pairwise_judge.py``), used instead of a Bradley-Terry reward
+    model when ``checkpoint`` is set. Defaults: every pair of a prompt's rollouts judged once, greedily; no
+    length terms (RECIPE.md names a length normalisation and a conciseness bonus, not their sizes)."""
+    judge = dict(
+        checkpoint="",                   # a checkpoint dir of this project (e.g. a HF GenRM imported with hf.convert)
+        stage="",                        # in a cascade: an earlier stage whose final checkpoint is the judge
+        tokenizer="",                    # "" = the one saved with the checkpoint (data.tokenizer), else the stage's
+        strategy="all_pairs",            # or "circular": rollout i vs i+1 (G comparisons per prompt)
+        swap_positions=False,            # judge every comparison in both orders too
+        max_new_tokens=64,               # the judge's budget per verdict
+        thinking=False,                  # the judge's prompt opens a reasoning block
+        temperature=0.0,                 # 0 = greedy verdicts
+        top_p=1.0,
+        batch_size=64,                   # comparisons per sampler call
+        tiebreak=0.5,                    # equal scores: the ranking's preferred answer +tiebreak, the other -tiebreak
+        length_penalty=0.0,              # score -= length_penalty * (n - mean n) / mean n (answer tokens, per group)
+        conciseness_bonus=0.0,           # the shortest of the top ``top_fraction`` answers of a group gets this
+        top_fraction=0.2,
+    )
+    judge.update(overrides)
+    return ml_collections.ConfigDict(judge)
 
 
 def eval_config(*, domains=("math", "if", "code"), num_examples: int = 64,
@@ -294,6 +319,16 @@ def tiny_chat_sft_stage() -> ml_collections.ConfigDict:
     fields = tiny_sft_stage()
     fields["data"].toy_mix += ",chat=3000"
     return stage("sft", **fields)
+
+
+def tiny_judge_sft_stage(*, init_from: str = "") -> ml_collections.ConfigDict:
+    """A tiny generative pairwise judge: SFT from ``init_from``'s final params on toy ``judge`` transcripts (a
+    ``chat`` question, its chosen and rejected answers as ``response_1`` / ``response_2`` in a random order, the
+    verdict JSON; ``data/toy/judge.py``)."""
+    fields = tiny_sft_stage()
+    fields["data"].toy_mix = "judge=3000"
+    fields["train"].update(steps=150, log_every=10, checkpoint_every=50)
+    return stage("sft", init_from=init_from, **fields)
 
 
 def tiny_rlhf_stage() -> ml_collections.ConfigDict:

@@ -5,25 +5,17 @@ cascades, every stage's merged config is built as the pipeline builds it and che
 (one tokenizer, rows that fit the model, a reward model before each RLHF stage).
 """
 import glob
-import importlib.util
 import math
 import os
 
 import pytest
+from experiment_testing import REPO, load_experiment
 
 from nemocascade import configs, hardware, plan
 from nemocascade.cascade import pipeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "experiments", "*.py")))
 RL_KINDS = ("grpo", "mopd", "rlhf")
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"experiment_{name}", os.path.join(REPO, "experiments", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def stage_configs(config):
@@ -39,7 +31,7 @@ def test_every_experiment_file_is_covered():
 
 @pytest.mark.parametrize("name", FILES)
 def test_presets_build_and_unknown_presets_are_refused(name):
-    module = load(name)
+    module = load_experiment(name)
     assert module.get_config().to_dict() == module.get_config("tiny").to_dict()
     for preset in ("tiny", "nano30b"):
         config = module.get_config(preset)
@@ -62,7 +54,7 @@ def test_presets_build_and_unknown_presets_are_refused(name):
 
 @pytest.mark.parametrize("name", FILES)
 def test_nano30b_presets_name_the_real_model_and_a_tpu_mesh(name):
-    config = load(name).get_config("nano30b")
+    config = load_experiment(name).get_config("nano30b")
     nano = configs.model_config("nano30b")
     run_settings = dict(remat="full", kernel_impl="auto", logits_chunk_size=2048)
     assert config.model.to_dict() == {**nano.to_dict(), **run_settings}
@@ -77,28 +69,28 @@ def test_nano30b_presets_name_the_real_model_and_a_tpu_mesh(name):
 
 
 def test_rl_stages_are_preceded_as_the_recipe_orders_them():
-    rlhf = load("rlhf").get_config("nano30b")
+    rlhf = load_experiment("rlhf").get_config("nano30b")
     assert rlhf.order == ("sft", "reward_model", "rlhf")
     stage = rlhf.stages.rlhf
     assert (stage.kind, stage.rl.max_new_tokens, stage.train.steps) == ("rlhf", 16384, 30)     # RECIPE.md: 16K, 25-30
     assert stage.rl.reward_model == "" and stage.optimizer.learning_rate == 3e-6 and stage.rl.num_samples == 16
     for preset in ("tiny", "nano30b"):
-        order = load("cascade").get_config(preset).order
+        order = load_experiment("cascade").get_config(preset).order
         assert order == ("sft", "if_rl", "multi_domain_rl", "mopd", "reward_model", "rlhf", "code_rl")
-        long_context = load("cascade").get_config(f"{preset}_long_context")
+        long_context = load_experiment("cascade").get_config(f"{preset}_long_context")
         assert long_context.order == order[:6] + ("long_context_rl",) + order[6:]
         assert long_context.stages.long_context_rl.kind == "grpo"
-    code = load("cascade").get_config("nano30b").stages.code_rl
+    code = load_experiment("cascade").get_config("nano30b").stages.code_rl
     assert (code.rl.domains, code.rl.top_p, code.train.steps) == (("code",), 0.95, 22)
-    assert load("if_rl").get_config("nano30b").stages.if_rl.train.steps == 180
-    assert load("grpo").get_config("nano30b").stages.multi_domain_rl.train.steps == 70
+    assert load_experiment("if_rl").get_config("nano30b").stages.if_rl.train.steps == 180
+    assert load_experiment("grpo").get_config("nano30b").stages.multi_domain_rl.train.steps == 70
 
 
 @pytest.mark.parametrize("name", FILES)
 def test_nano30b_presets_plan_to_fit_a_v5p_64(name):
     """``python -m nemocascade.plan`` plans every stage of every nano30b preset within 90% of a v5p-64 device's
     HBM (the largest: code RL's rollouts, 64 GiB, 2048 rows x 137,216 slots of KV cache split over all 32)."""
-    config = load(name).get_config("nano30b")
+    config = load_experiment(name).get_config("nano30b")
     text, failing = plan.plan_report(config, hardware.topology("v5p-64"))
     assert not failing, text
 
@@ -107,7 +99,7 @@ def test_nano30b_presets_plan_to_fit_a_v5p_64(name):
 def test_one_override_sets_the_tokenizer_of_every_nano30b_stage(name):
     """The nano30b cascade stages inherit the cascade's ``data.tokenizer`` ("" in a stage), so one
     ``--config.data.tokenizer=DIR`` reaches all of them; a stage naming another one is refused."""
-    config = load(name).get_config("nano30b")
+    config = load_experiment(name).get_config("nano30b")
     config.data.tokenizer = "/models/nano"
     assert {cfg.data.tokenizer for _, cfg in stage_configs(config)} == {"/models/nano"}
     first = config.order[0]

@@ -1,6 +1,5 @@
 """The memory/compute planner: shard arithmetic against real shardings, hand-computed nano30b numbers,
 refusals, and the command line."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,6 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from experiment_testing import load_config
 from jax.sharding import NamedSharding, PartitionSpec
 
 from nemocascade import hardware, plan
@@ -22,14 +22,6 @@ GIB = 2 ** 30
 TINY = m.presets.tiny().replace(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
                                 num_experts=4, num_experts_per_tok=2, expert_hidden_size=16, max_seq_len=64)
 AXES = dict(data=1, fsdp=2, expert=2, tensor=2)
-
-
-def load_config(spec: str):
-    path, _, preset = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("experiment", os.path.join(ROOT, path))
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(preset) if preset else module.get_config()
 
 
 def _device0_bytes(tree) -> int:

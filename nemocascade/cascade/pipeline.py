@@ -9,8 +9,9 @@ policy stage before it from the params of ``init_checkpoint`` (the base model; "
 every domain of ``eval.domains`` is evaluated and appended to ``workdir/ledger.json``. A stage already in the
 ledger is skipped; an interrupted one resumes from its last checkpoint. A MOPD stage's teachers are, per domain,
 the stage pinned by ``rl.teacher_stages`` (``"math=sft,if=if_rl"``), else the best earlier ledger entry; an RLHF
-stage without ``rl.reward_model`` scores with the latest earlier ``reward_model`` stage. At the end (also when
-every stage was skipped) ``workdir/report.md`` and ``workdir/scores.png`` summarise the ledger.
+stage with a judge (``rl.judge.checkpoint``, or ``rl.judge.stage``: an earlier stage whose final checkpoint is
+the judge) scores with it, else with ``rl.reward_model`` or the latest earlier ``reward_model`` stage. At the end
+(also when every stage was skipped) ``workdir/report.md`` and ``workdir/scores.png`` summarise the ledger.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.cascade import report
 from nemocascade.cascade.ledger import Ledger
-from nemocascade.checkpoint import restore_params
+from nemocascade.checkpoint import restore_policy_params
 from nemocascade.stages import evaluate, grpo, mopd, reward_model, rlhf, sft
 
 STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run, "reward_model": reward_model.run,
@@ -35,7 +36,7 @@ STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run, "reward_mod
 # Stages that train a scorer rather than the policy: they start from the latest policy stage, evaluate
 # themselves (their own eval.json) instead of on ``eval.domains``, and no later stage starts from them.
 # Any stage's own evaluation (``ctx.evaluation``: the reward model's pairwise accuracy, RLHF's reward-model
-# scores) goes into its ledger entry as ``evaluation``.
+# scores or judge win rates) goes into its ledger entry as ``evaluation``.
 SCORER_KINDS = ("reward_model",)
 SHARED_FIELDS = ("seed", "model", "mesh", "eval")
 
@@ -63,11 +64,7 @@ def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections
 
 def _policy_params(config, directory: str, mesh):
     """The params of the latest checkpoint in ``directory``, shaped by ``config.model`` and placed on ``mesh``."""
-    model_cfg = model_lib.ModelConfig.from_dict(config.model.to_dict())
-    shapes, _ = model_lib.abstract_params(model_cfg)
-    shardings = sharding_lib.param_shardings(mesh, model_cfg)
-    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
-    return restore_params(directory, abstract)
+    return restore_policy_params(directory, model_lib.ModelConfig.from_dict(config.model.to_dict()), mesh)
 
 
 def _previous_params(config, workdir: str, previous: str, mesh):
@@ -118,8 +115,11 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
             teachers = _teachers(stage_cfg, ledger, policies)
             with stage_cfg.unlocked():
                 stage_cfg.rl.teachers = {d: e["checkpoint_dir"] for d, e in teachers.items()}
+        if "rl" in stage_cfg and stage_cfg.rl.judge.stage:
+            with stage_cfg.unlocked():
+                stage_cfg.rl.judge.checkpoint = _judge_checkpoint(stage_cfg, ledger, done)
         scorer_entry = None
-        if stage_cfg.kind == "rlhf" and not stage_cfg.rl.reward_model:
+        if stage_cfg.kind == "rlhf" and not stage_cfg.rl.reward_model and not stage_cfg.rl.judge.checkpoint:
             scorer_entry = _latest_reward_model(ledger, done)
             if scorer_entry is not None:
                 with stage_cfg.unlocked():
@@ -140,7 +140,10 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
         if teachers is not None:
             entry["teachers"] = {d: {"stage": e["stage"], "checkpoint_dir": e["checkpoint_dir"]}
                                  for d, e in teachers.items()}
-        if stage_cfg.kind == "rlhf":
+        if stage_cfg.kind == "rlhf" and stage_cfg.rl.judge.checkpoint:
+            entry["judge"] = {"stage": stage_cfg.rl.judge.stage or None,
+                              "checkpoint_dir": stage_cfg.rl.judge.checkpoint}
+        elif stage_cfg.kind == "rlhf":
             entry["reward_model"] = {"stage": scorer_entry["stage"] if scorer_entry else None,
                                      "checkpoint_dir": stage_cfg.rl.reward_model}
         ledger.append(entry)
@@ -189,6 +192,22 @@ def _teachers(stage_cfg, ledger: Ledger, policies) -> dict[str, dict]:
                              f"a policy stage finished earlier in order; expected one of {policies}")
     return {d: ledger.entry(pinned[d]) if d in pinned else ledger.best_for(d, among=policies)
             for d in stage_cfg.rl.domains}
+
+
+def _judge_checkpoint(stage_cfg, ledger: Ledger, done) -> str:
+    """The final checkpoint dir of the stage ``rl.judge.stage`` names (finished earlier in order), for an rlhf
+    stage that does not also give ``rl.judge.checkpoint``."""
+    judge = stage_cfg.rl.judge
+    if stage_cfg.kind != "rlhf":
+        raise ValueError(f"stage {stage_cfg.name!r} of kind {stage_cfg.kind!r} sets rl.judge.stage, which only an "
+                         f"rlhf stage uses")
+    if judge.checkpoint:
+        raise ValueError(f"stage {stage_cfg.name!r} sets both rl.judge.stage={judge.stage!r} and "
+                         f"rl.judge.checkpoint={judge.checkpoint!r}; give one")
+    if judge.stage not in done:
+        raise ValueError(f"stage {stage_cfg.name!r}: rl.judge.stage={judge.stage!r} is not a stage finished earlier "
+                         f"in order; expected one of {list(done)}")
+    return ledger.entry(judge.stage)["checkpoint_dir"]
 
 
 def _latest_reward_model(ledger: Ledger, done) -> dict | None:

@@ -125,14 +125,24 @@ def _reward_models(entries) -> list[str]:
 
 
 def _rlhf(entries) -> list[str]:
+    lines = []
     rows = [(e["stage"], d, r, e.get("reward_model", {}).get("stage") or "–")
             for e in entries for d, r in sorted(e.get("evaluation", {}).get("reward_model_score", {}).items())]
-    if not rows:
-        return []
-    return (["", "## RLHF", "", "The reward model's mean score of greedy answers to held-out prompts.", "",
-             "| stage | domain | before | after | prompts | reward model |", "|---|---|---|---|---|---|"]
-            + [f"| {s} | {d} | {_number(r['before'])} | {_number(r['after'])} | {r['num_examples']} | {m} |"
-               for s, d, r, m in rows])
+    if rows:
+        lines += (["", "## RLHF", "", "The reward model's mean score of greedy answers to held-out prompts.", "",
+                   "| stage | domain | before | after | prompts | reward model |", "|---|---|---|---|---|---|"]
+                  + [f"| {s} | {d} | {_number(r['before'])} | {_number(r['after'])} | {r['num_examples']} | {m} |"
+                     for s, d, r, m in rows])
+    rows = [(e["stage"], d, r, e.get("judge", {}).get("checkpoint_dir", "–"))
+            for e in entries for d, r in sorted(e.get("evaluation", {}).get("judge_win_rate", {}).items())]
+    if rows:
+        lines += (["", "## RLHF (pairwise judge)", "",
+                   "How often the judge prefers the final policy's greedy answer to the starting one's (both orders "
+                   "judged; a tie counts one half).", "",
+                   "| stage | domain | win rate | prompts | unparsed verdicts | judge |", "|---|---|---|---|---|---|"]
+                  + [f"| {s} | {d} | {_number(r['win_rate'])} | {r['num_examples']} | "
+                     f"{_number(r['parse_failure_fraction'])} | {j} |" for s, d, r, j in rows])
+    return lines
 
 
 def parse_branches(config: ml_collections.ConfigDict) -> dict[str, list[str]]:

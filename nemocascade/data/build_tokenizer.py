@@ -2,7 +2,8 @@
 
     python -m nemocascade.data.build_tokenizer [--output PATH]
 
-The corpus is the toy domains' SFT conversations (train split, fixed seed) rendered in both thinking and
+The corpus is the toy domains' SFT conversations (the four of ``CORPUS_DOMAINS``: the committed model predates the
+``judge`` domain, whose text is theirs) (train split, fixed seed) rendered in both thinking and
 non-thinking mode, their preference texts, and a few tool-calling conversations, so every template marker
 and the toy vocabulary are covered. Training is BPE, single-threaded, on a fixed sentence order, with
 ``split_digits`` (numbers are read digit by digit), byte fallback (any text round-trips), the template's
@@ -25,6 +26,7 @@ from nemocascade.data.tokenizer import DEFAULT_MODEL_PATH, PAD_PIECE, SPECIAL_TO
 VOCAB_SIZE = 1024
 EXAMPLES_PER_DOMAIN = 600
 CORPUS_SEED = 1234
+CORPUS_DOMAINS = ("chat", "code", "if", "math")
 NEWLINE = "\n"
 
 TOOLS = [
@@ -52,7 +54,7 @@ TOOL_CONVERSATIONS = [
 
 def corpus() -> Iterator[str]:
     """The training sentences (each a whole rendered conversation or text), in a fixed order."""
-    for domain in sorted(toy.DOMAINS):
+    for domain in CORPUS_DOMAINS:
         for example in toy.toy_sft_examples(domain, "train", EXAMPLES_PER_DOMAIN, seed=CORPUS_SEED):
             for thinking in (True, False):
                 yield render(example["messages"], thinking=thinking)

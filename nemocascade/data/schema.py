@@ -3,6 +3,8 @@
 A *message* is ``{"role": str, "content": str}``; an assistant message may add ``"reasoning": str`` (the
 thinking block's text) and ``"tool_calls": [{"name": str, "arguments": dict}, ...]``. A *tool* message
 (``role == "tool"``) carries a tool result and is rendered as a user turn inside ``<tool_response>``.
+``response_1`` / ``response_2`` turns are the two answers a generative pairwise judge compares (after the
+prompt's turns; ``rewards/pairwise_judge.py``), rendered as turns of those roles.
 An *example* is ``{"domain": str, "id": str, "messages": [message, ...], ...domain fields}``.
 
 Every check raises ``ValueError`` whose message starts with ``where`` (e.g. ``"data.jsonl:7"`` or
@@ -13,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-ROLES = ("system", "user", "assistant", "tool")
-PROMPT_ROLES = ("system", "user", "tool")
+ROLES = ("system", "user", "assistant", "tool", "response_1", "response_2")
+PROMPT_ROLES = ("system", "user", "tool", "response_1", "response_2")
 
 
 def _fail(where: str, message: str) -> None:

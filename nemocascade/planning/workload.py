@@ -38,7 +38,8 @@ class Workload:
       lm_head_loss: the loss reads the LM head's logits (False for the reward model's scalar head).
       rollout: the sampling phase of RL stages, else None.
       resident_models: other models' params kept on device for the step (MOPD: one per distinct teacher,
-        the number of domains when the ledger has not named them yet; RLHF: the reward model).
+        the number of domains when the ledger has not named them yet; RLHF: the reward model or the pairwise
+        judge, sized as the policy; the judge's own sampling phase is not planned).
     """
 
     stage: str

@@ -12,6 +12,21 @@ from nemocascade.rollout import generate
 from nemocascade.stages.prompts import decode_samples, encode_prompts
 
 
+def greedy_samples(params, model_cfg, tokenizer, examples: Sequence[dict], *, max_new_tokens: int,
+                   thinking: bool = False, batch_size: int = 64, mesh=None) -> list[dict]:
+    """Reward-fn samples (``prompts.decode_samples``) of the greedy answers to ``examples``, ``batch_size`` at a
+    time; ``rollout_group`` is the example's index in ``examples``."""
+    samples = []
+    for start in range(0, len(examples), batch_size):
+        chunk = list(examples[start:start + batch_size])
+        rollouts = generate(params, model_cfg, encode_prompts(chunk, tokenizer, thinking=thinking),
+                            max_new_tokens=max_new_tokens, temperature=0.0, stop_tokens=(tokenizer.eos_id,),
+                            rng=jax.random.PRNGKey(0), mesh=mesh, pad_id=tokenizer.pad_id)
+        samples += [{**s, "rollout_group": start + s["rollout_group"]}
+                    for s in decode_samples(rollouts, chunk, tokenizer, num_samples=1)]
+    return samples
+
+
 def evaluate_domain(params, model_cfg, tokenizer, examples: Sequence[dict], *, domain: str,
                     max_new_tokens: int, thinking: bool = False, batch_size: int = 64, mesh=None,
                     reward_fn=None) -> dict:
@@ -22,15 +37,10 @@ def evaluate_domain(params, model_cfg, tokenizer, examples: Sequence[dict], *, d
     """
     if reward_fn is None:
         reward_fn = rewards_lib.get_reward_fn(domain)
-    all_rewards = []
-    for start in range(0, len(examples), batch_size):
-        chunk = list(examples[start:start + batch_size])
-        rollouts = generate(params, model_cfg, encode_prompts(chunk, tokenizer, thinking=thinking),
-                            max_new_tokens=max_new_tokens, temperature=0.0, stop_tokens=(tokenizer.eos_id,),
-                            rng=jax.random.PRNGKey(0), mesh=mesh, pad_id=tokenizer.pad_id)
-        rewards, _ = reward_fn.score(decode_samples(rollouts, chunk, tokenizer, num_samples=1))
-        all_rewards.append(np.asarray(rewards, np.float32))
-    rewards = np.concatenate(all_rewards)
+    samples = greedy_samples(params, model_cfg, tokenizer, examples, max_new_tokens=max_new_tokens,
+                             thinking=thinking, batch_size=batch_size, mesh=mesh)
+    rewards = np.concatenate([np.asarray(reward_fn.score(samples[start:start + batch_size])[0], np.float32)
+                              for start in range(0, len(samples), batch_size)])
     return {"pass_at_1": float(np.mean(rewards >= 1.0)), "mean_reward": float(np.mean(rewards)),
             "num_examples": int(rewards.size)}
 

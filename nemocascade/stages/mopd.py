@@ -8,14 +8,13 @@ vocabulary: that is checked against each teacher's saved config and refused othe
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nemocascade import losses
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
-from nemocascade.checkpoint import Checkpointer, restore_params
+from nemocascade.checkpoint import Checkpointer, restore_policy_params
 from nemocascade.stages import policy
 from nemocascade.stages.rl_common import RLStage
 
@@ -63,11 +62,7 @@ class MOPDStage(RLStage):
             saved = Checkpointer(directory, async_save=False)
             teacher_cfg = check_teacher_compatible(saved.restore_config(), config, directory)
             saved.close()
-            shardings = sharding_lib.param_shardings(self.ctx.mesh, teacher_cfg)
-            shapes = jax.eval_shape(lambda r, c=teacher_cfg: model_lib.init_params(c, r), jax.random.PRNGKey(0))
-            abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes,
-                                    shardings)
-            self.teachers[directory] = (teacher_cfg, restore_params(directory, abstract))
+            self.teachers[directory] = (teacher_cfg, restore_policy_params(directory, teacher_cfg, self.ctx.mesh))
 
     def loss_fn(self):
         return make_mopd_loss(self.ctx.model_cfg, self.config.rl)

@@ -15,13 +15,15 @@ def encode_prompts(examples: Sequence[dict], tokenizer, *, thinking: bool) -> li
 
 
 def decode_samples(rollouts: Rollouts, examples: Sequence[dict], tokenizer, *, num_samples: int) -> list[dict]:
-    """Reward-fn samples ``{"response", "finished", **example}`` for each rollout row (stop token dropped)."""
+    """Reward-fn samples ``{"response", "finished", "rollout_group", **example}`` for each rollout row (stop token
+    dropped); ``rollout_group`` is the index of the row's example (rows of one prompt share it)."""
     samples = []
     for row, ids in enumerate(rollouts.responses()):
         if rollouts.finished[row] and ids and ids[-1] == tokenizer.eos_id:
             ids = ids[:-1]
         example = examples[row // num_samples]
-        samples.append({**example, "response": tokenizer.decode(ids), "finished": bool(rollouts.finished[row])})
+        samples.append({**example, "response": tokenizer.decode(ids), "finished": bool(rollouts.finished[row]),
+                        "rollout_group": row // num_samples})
     return samples
 
 

@@ -9,10 +9,15 @@ The rewards are the raw scores f32[N] (unbounded, higher is better) of the rewar
 block stripped, one non-thinking assistant turn, the sequence's last ``data.seq_len`` tokens of the reward
 model's own config).
 
-Evaluation (``ctx.evaluation``, kept in the cascade's ledger): the reward model's mean score of greedy
-answers to ``eval.num_examples`` held-out prompts of each toy domain in ``rl.domains``, for the starting
-params (when given) and the final ones. The paper's RLHF uses a generative pairwise judge (RECIPE.md); the
-Bradley-Terry model stands in for it.
+With ``rl.judge.checkpoint`` set instead, the rewards come from a generative pairwise judge
+(``rewards/pairwise_judge.py``: the paper's RLHF reward, RECIPE.md): every pair of a prompt's rollouts
+compared by a language model that writes its verdict, aggregated per rollout.
+
+Evaluation (``ctx.evaluation``, kept in the cascade's ledger) on ``eval.num_examples`` held-out prompts of each
+toy domain in ``rl.domains``: with a reward model its mean score of greedy answers, for the starting params
+(when given) and the final ones (``reward_model_score``); with a judge the final policy's win rate against the
+starting one (``judge_win_rate``): each prompt's two greedy answers are judged in both orders, and the final
+answer wins when its summed judge score is higher (a tie counts one half).
 """
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 
 from nemocascade import data as data_lib
 from nemocascade.checkpoint import Checkpointer
+from nemocascade.rewards.pairwise_judge import PairwiseJudgeFn
 from nemocascade.rewards.reward_model import RewardModelFn
 from nemocascade.stages import evaluate
 from nemocascade.stages.grpo import GRPOStage
@@ -46,31 +53,88 @@ def check_reward_model_dir(directory: str) -> None:
 
 
 class RLHFStage(GRPOStage):
-    """``GRPOStage`` whose reward fn, for every domain of ``rl.domains``, is the reward model."""
+    """``GRPOStage`` whose reward fn, for every domain of ``rl.domains``, is the reward model or the judge."""
 
     def make_reward_fns(self) -> dict:
         rl = self.config.rl
-        check_reward_model_dir(rl.reward_model)
-        scorer = RewardModelFn.from_checkpoint(rl.reward_model, mesh=self.ctx.mesh,
-                                               batch_size=rl.prompts_per_step * rl.num_samples)
+        if rl.judge.checkpoint:
+            if rl.reward_model:
+                raise ValueError(f"rl.reward_model={rl.reward_model!r} and rl.judge.checkpoint="
+                                 f"{rl.judge.checkpoint!r} are both set: RLHF scores with one of them")
+            scorer = PairwiseJudgeFn.from_settings(rl.judge, default_tokenizer=self.config.data.tokenizer,
+                                                   mesh=self.ctx.mesh, seed=self.config.seed)
+        else:
+            check_reward_model_dir(rl.reward_model)
+            scorer = RewardModelFn.from_checkpoint(rl.reward_model, mesh=self.ctx.mesh,
+                                                   batch_size=rl.prompts_per_step * rl.num_samples)
         return {domain: scorer for domain in sorted(set(rl.domains))}
+
+    def extra_batch(self, batch, samples, rewards):
+        """GRPO's, plus the host metric ``judge_unparsed``: the fraction of this batch's verdicts that did not
+        parse (with a judge)."""
+        extra, weights, metrics = super().extra_batch(batch, samples, rewards)
+        judges = {id(fn): fn for fn in self.reward_fns.values() if isinstance(fn, PairwiseJudgeFn)}.values()
+        if judges:
+            counts = np.sum([judge.take_verdict_counts() for judge in judges], axis=0)
+            metrics = {**metrics, "judge_unparsed": float(counts[1] / max(counts[0], 1))}
+        return extra, weights, metrics
+
+    def heldout_examples(self) -> dict[str, list[dict]]:
+        """``{domain: held-out toy examples}`` ({} when the prompts come from ``rl.jsonl``)."""
+        if self.config.rl.jsonl:
+            return {}
+        return {domain: data_lib.toy_examples(domain, "heldout", self.config.eval.num_examples, seed=self.config.seed)
+                for domain in self.reward_fns}
+
+    def greedy_samples(self, params, examples) -> list[dict]:
+        return evaluate.greedy_samples(params, self.ctx.model_cfg, self.tokenizer, examples,
+                                       max_new_tokens=self.config.eval.max_new_tokens,
+                                       thinking=self.config.data.thinking, mesh=self.ctx.mesh)
 
     def heldout_scores(self, params) -> dict[str, dict]:
         """``{domain: {"mean_reward", "num_examples"}}``: the reward model's mean score of greedy answers
         to held-out toy prompts ({} when the prompts come from ``rl.jsonl``)."""
-        if self.config.rl.jsonl:
-            return {}
-        ev = self.config.eval
         scores = {}
-        for domain, reward_fn in self.reward_fns.items():
-            examples = data_lib.toy_examples(domain, "heldout", ev.num_examples, seed=self.config.seed)
-            result = evaluate.evaluate_domain(params, self.ctx.model_cfg, self.tokenizer, examples, domain=domain,
-                                              max_new_tokens=ev.max_new_tokens, thinking=self.config.data.thinking,
-                                              mesh=self.ctx.mesh, reward_fn=reward_fn)
-            scores[domain] = {"mean_reward": result["mean_reward"], "num_examples": result["num_examples"]}
+        for domain, examples in self.heldout_examples().items():
+            rewards, _ = self.reward_fns[domain].score(self.greedy_samples(params, examples))
+            scores[domain] = {"mean_reward": float(np.mean(rewards)), "num_examples": len(examples)}
         return scores
 
+    def judge_win_rates(self, starting_answers: dict[str, list[dict]], final_params) -> dict[str, dict]:
+        """``{domain: {"win_rate", "num_examples", "parse_failure_fraction"}}``: how often the judge prefers the
+        final policy's greedy answer to the starting one's (``starting_answers``: greedy samples per domain,
+        taken before training; module docstring)."""
+        results = {}
+        for domain, before in starting_answers.items():
+            after = self.greedy_samples(final_params, self.heldout_examples()[domain])
+            n = len(before)
+            # group k: (start, final) answers to prompt k; group n + k: the same answers in the other order
+            samples = ([{**s, "rollout_group": k} for k, pair in enumerate(zip(before, after)) for s in pair]
+                       + [{**s, "rollout_group": n + k} for k, pair in enumerate(zip(after, before)) for s in pair])
+            _, infos = self.reward_fns[domain].score(samples)
+            score = np.asarray([info.get("judge_score", 0.0) for info in infos]).reshape(2, n, 2)
+            final_score = score[0, :, 1] + score[1, :, 0]
+            start_score = score[0, :, 0] + score[1, :, 1]
+            wins = (final_score > start_score) + 0.5 * (final_score == start_score)
+            verdicts = sum(info.get("judge_comparisons", 0) for info in infos) / 2
+            failures = sum(info.get("judge_parse_failures", 0) for info in infos) / 2
+            results[domain] = {"win_rate": float(wins.mean()), "num_examples": n,
+                               "parse_failure_fraction": float(failures / max(verdicts, 1))}
+        return results
+
     def run(self, *, initial_params=None):
+        if self.config.rl.judge.checkpoint:
+            starting = ({d: self.greedy_samples(initial_params, ex) for d, ex in self.heldout_examples().items()}
+                        if initial_params is not None else {})
+            ctx, state = super().run(initial_params=initial_params)
+            if starting:
+                ctx.evaluation = {"judge_win_rate": self.judge_win_rates(starting, state.params)}
+                for domain, result in ctx.evaluation["judge_win_rate"].items():
+                    if jax.process_index() == 0:
+                        print(f"[{ctx.name}] held-out {domain}: the judge prefers the final policy's answer to "
+                              f"the starting one's in {result['win_rate']:.3f} of {result['num_examples']} prompts "
+                              f"(verdicts unparsed: {result['parse_failure_fraction']:.3f})", flush=True)
+            return ctx, state
         before = self.heldout_scores(initial_params) if initial_params is not None else {}
         ctx, state = super().run(initial_params=initial_params)
         after = self.heldout_scores(state.params)

@@ -4,16 +4,14 @@
 The pipeline runs with stand-in stage runners (each records the config and initial params it was handed) and a
 stand-in evaluation with fixed per-stage scores, so the choices the pipeline makes can be checked exactly.
 """
-import importlib.util
-import os
 
 import pytest
+from experiment_testing import load_experiment
 
 from nemocascade import configs
 from nemocascade.cascade import pipeline, report
 from nemocascade.cascade.ledger import Ledger
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Held-out pass@1 per stage (math, if): ``a`` is the best math stage, so an unpinned MOPD teacher would be ``a``.
 SCORES = {"sft": (0.6, 0.5), "a": (0.7, 0.4), "m": (0.65, 0.45), "b": (0.5, 0.55)}
 
@@ -127,9 +125,7 @@ def test_bad_compare_fails_before_any_stage_runs(recorded, tmp_path, branches, m
 
 
 def test_experiment_branches_differ_only_in_kind():
-    spec = importlib.util.spec_from_file_location("mopd_vs_grpo", os.path.join(REPO, "experiments", "mopd_vs_grpo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_experiment("mopd_vs_grpo")
     for preset in ("tiny", "nano30b"):
         config = module.get_config(preset)
         branches = report.parse_branches(config)

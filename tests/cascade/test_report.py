@@ -129,6 +129,20 @@ def test_report_markdown_has_the_ledgers_numbers(tmp_path):
     assert "![pass@1 after each stage](scores.png)" in text
 
 
+def test_report_has_the_judges_win_rates(tmp_path):
+    judged = {"stage": "rlhf", "kind": "rlhf", "checkpoint_dir": "/w/rlhf", "step": 20,
+              "scores": {"math": _score(1.0, 1.0), "if": _score(0.0, 0.125)},
+              "evaluation": {"judge_win_rate": {"chat": {"win_rate": 0.625, "num_examples": 64,
+                                                         "parse_failure_fraction": 0.125}}},
+              "judge": {"checkpoint_dir": "/w/genrm"}}
+    with open(tmp_path / "ledger.json", "w") as f:
+        json.dump({"entries": ENTRIES[:3] + [judged]}, f)
+    report.write_report(_config(), Ledger(str(tmp_path / "ledger.json")), str(tmp_path))
+    text = (tmp_path / "report.md").read_text()
+    assert "## RLHF (pairwise judge)" in text and "| rlhf | chat | 0.625 | 64 | 0.125 | /w/genrm |" in text
+    assert "The reward model's mean score" not in text
+
+
 def test_report_is_written_when_every_stage_is_skipped(tmp_path, monkeypatch):
     _write_ledger(str(tmp_path))
     monkeypatch.setattr(pipeline, "STAGE_RUNNERS", {})                 # any stage that ran would fail

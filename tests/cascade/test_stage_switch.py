@@ -116,8 +116,8 @@ class Probe:
                       "moments": {_signature(a) for a in _arrays(state.opt_state) if a.ndim > 0}}
 
     def restore_teacher(self, real):
-        def restore(directory, abstract, **kwargs):
-            params = real(directory, abstract, **kwargs)
+        def restore(*args, **kwargs):
+            params = real(*args, **kwargs)
             self.teachers.extend(weakref.ref(a) for a in _arrays(params))
             return params
         return restore
@@ -147,7 +147,7 @@ def probe(monkeypatch):
     baseline = jax.live_arrays()
     probe = Probe(baseline)
     monkeypatch.setattr(runtime, "make_train_step", probe.make_train_step(runtime.make_train_step))
-    monkeypatch.setattr(mopd, "restore_params", probe.restore_teacher(mopd.restore_params))
+    monkeypatch.setattr(mopd, "restore_policy_params", probe.restore_teacher(mopd.restore_policy_params))
 
     def switching(name, runner):
         def run(stage_cfg, stage_dir, *, initial_params=None):

@@ -148,15 +148,15 @@ def _masked_runs(tok, ids, mask):
 
 def test_loss_mask_covers_exactly_the_assistant_completions(tok):
     for example in _all_examples():
-        user, reply = example["messages"]
+        *prompt, reply = example["messages"]           # a user turn (judge: and the two answers to compare)
         thinking_ids, thinking_mask = ct.render_tokens(example["messages"], tok, thinking=True)
         assert _masked_runs(tok, thinking_ids, thinking_mask) == [
             f"{reply['reasoning']}\n</think>\n{reply['content']}<|im_end|>"]
         plain_ids, plain_mask = ct.render_tokens(example["messages"], tok, thinking=False)
         assert _masked_runs(tok, plain_ids, plain_mask) == [f"{reply['content']}<|im_end|>"]
         unmasked = tok.decode([t for t, m in zip(plain_ids, plain_mask) if not m])
-        assert unmasked == (f"<|im_start|>user\n{user['content']}<|im_end|>\n"
-                            "<|im_start|>assistant\n<think></think>\n")
+        assert unmasked == ("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in prompt)
+                            + "<|im_start|>assistant\n<think></think>\n")
 
 
 def test_multi_turn_masks_every_assistant_turn_and_no_tool_turn(tok):

@@ -7,7 +7,8 @@ import pytest
 from nemocascade.data import schema
 from nemocascade.data.chat_template import render
 from nemocascade.data.tokenizer import load_tokenizer
-from nemocascade.data.toy import DOMAINS, chat, common, instruct, toy_examples, toy_sft_examples
+from nemocascade.data.toy import DOMAINS, chat, common, instruct, judge, toy_examples, toy_sft_examples
+from nemocascade.rewards import pairwise_judge
 
 N = 150
 
@@ -42,10 +43,10 @@ def test_schema_and_sft_pairs(domain, sft):
     for prompt, example in zip(prompts, sft[domain]):
         schema.validate_example(prompt, "t", prompt_only=True)
         schema.validate_example(example, "t", needs_assistant=True)
-        assert example["messages"][:1] == prompt["messages"]
+        assert example["messages"][:-1] == prompt["messages"]
         assert {k: v for k, v in example.items() if k != "messages"} == {k: v for k, v in prompt.items()
                                                                           if k != "messages"}
-        reply = example["messages"][1]
+        reply = example["messages"][-1]
         assert reply["role"] == "assistant" and reply["content"] and reply["reasoning"]
 
 
@@ -54,7 +55,7 @@ def test_conversations_are_short(domain, sft):
     tok = load_tokenizer("")
     lengths = [len(tok.encode(render(e["messages"], thinking=thinking))) for e in sft[domain]
                for thinking in (True, False)]
-    assert max(lengths) <= 160, max(lengths)
+    assert max(lengths) <= (200 if domain == "judge" else 160), max(lengths)     # judge: two answers too
 
 
 # ------------------------------------------------------------------------------------------------ math
@@ -204,6 +205,30 @@ def test_chat_preferences(sft):
         if m := re.fullmatch(r"What number comes after (\d+)\?", question):
             assert chosen.endswith(f" {int(m.group(1)) + 1}.")
     assert kinds == set(chat.REJECTED_KINDS)
+
+
+# ------------------------------------------------------------------------------------------------ judge
+def test_judge_transcripts_show_both_answers_and_the_verdict_that_prefers_the_chosen_one(sft):
+    chat_pairs = {_prompt(e): e for e in toy_sft_examples("chat", "train", 2000, seed=3)}
+    positions, same_question = set(), 0
+    for example in sft["judge"]:
+        user, first, second, reply = example["messages"]
+        assert (user["role"], first["role"], second["role"]) == ("user", "response_1", "response_2")
+        position = example["chosen_position"]
+        positions.add(position)
+        chosen, rejected = (first, second) if position == 1 else (second, first)
+        pair = chat_pairs.get(user["content"])
+        if pair is not None:                 # the same question drawn by the chat domain: the same chosen answer
+            assert chosen["content"] == pair["chosen"]
+            same_question += 1
+        assert chosen["content"] != rejected["content"]
+        verdict = pairwise_judge.parse_judgement(reply["content"])   # the judge's own parser reads it
+        better_first = verdict.score_1 > verdict.score_2 and verdict.ranking < pairwise_judge.NEUTRAL_RANKING
+        assert verdict.parsed and better_first == (position == 1)
+        assert reply["content"] == judge.verdict(position)
+    assert positions == {1, 2} and same_question > 10
+    heldout_questions = {_prompt(e) for e in toy_examples("chat", "heldout", 40, seed=0)}
+    assert not heldout_questions & {_prompt(e) for e in toy_examples("judge", "train", 400, seed=0)}
 
 
 # ------------------------------------------------------------------------------------------ bad inputs

@@ -24,10 +24,12 @@ class ToyTask:
     fields: the domain's example fields (``answer``, ``tests``, ``instruction_id_list``/``kwargs``,
       ``chosen``/``rejected`` ...), merged into the example dict.
     reference: the reference assistant message ``{"role": "assistant", "reasoning", "content"}``.
+    turns: prompt turns after the user message (e.g. the ``judge`` domain's two answers).
     """
     prompt: str
     fields: dict
     reference: dict
+    turns: tuple = ()
 
 
 def reference_message(content: str, reasoning: str) -> dict:
@@ -44,8 +46,9 @@ def split_of(domain: str, prompt: str) -> str:
 
 
 def generate_tasks(domain: str, draw: Callable[[random.Random], ToyTask], split: str, n: int,
-                   seed: int) -> list[tuple[str, ToyTask]]:
-    """``n`` distinct tasks of ``split`` as ``(id, task)``, the same for the same (domain, split, n, seed)."""
+                   seed: int, *, split_domain: str | None = None) -> list[tuple[str, ToyTask]]:
+    """``n`` distinct tasks of ``split`` as ``(id, task)``, the same for the same (domain, split, n, seed).
+    ``split_domain`` (default ``domain``): the domain whose split a prompt belongs to (``split_of``)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not isinstance(n, int) or n < 0:
@@ -59,7 +62,7 @@ def generate_tasks(domain: str, draw: Callable[[random.Random], ToyTask], split:
         if len(tasks) == n:
             return tasks
         task = draw(rng)
-        if task.prompt in seen or split_of(domain, task.prompt) != split:
+        if task.prompt in seen or split_of(split_domain or domain, task.prompt) != split:
             continue
         seen.add(task.prompt)
         tasks.append((f"{domain}-{prompt_digest(domain, task.prompt)[:12]}", task))
