@@ -131,6 +131,18 @@ def test_judge_prompt_renders_the_two_answers_as_their_own_turns():
     assert pj.judge_prompt(messages[1:], "a", "b", thinking=True).endswith("<|im_start|>assistant\n<think>\n")
 
 
+@pytest.mark.parametrize("thinking", [False, True])
+def test_a_judge_trained_on_toy_transcripts_sees_the_same_prompt_when_it_judges(thinking):
+    """The toy ``judge`` SFT conversations and ``judge_prompt`` agree: the ids the judge is trained to continue
+    (everything before its verdict, ``render_tokens`` mask 0) are the ids it is given when it judges."""
+    for example in data_lib.toy_sft_examples("judge", "train", 20, seed=0):
+        user, first, second, verdict = example["messages"]
+        ids, mask = data_lib.render_tokens(example["messages"], TOKENIZER, thinking=thinking)
+        prompt = TOKENIZER.encode(pj.judge_prompt([user], first["content"], second["content"], thinking=thinking))
+        assert ids[:len(prompt)] == prompt and not any(mask[:len(prompt)]) and all(mask[len(prompt):-1])
+        assert pj.parse_judgement(TOKENIZER.decode(ids[len(prompt):])).parsed
+
+
 class ShorterIsBetterJudge(pj.PairwiseJudgeFn):
     """A scripted judge: reads the two answers back from the judge prompt's text; the shorter answer scores 5,
     the longer 1; equal lengths give 3 and 3 with a ranking that prefers answer 1 (a tie for the tiebreak)."""
