@@ -37,6 +37,7 @@ flags.mark_flags_as_required(["config"])
 _ROWS = (("params", "params"), ("optimizer", "optimizer moments"), ("other_models", "teacher / scorer params"),
          ("grads", "gradients"), ("activations", "activations (saved)"), ("layer_gather", "one layer gathered"))
 _ROLLOUT_ROWS = (("kv_cache", "KV / SSM cache"), ("prefill", "prefill workspace"))
+_JUDGE_ROWS = (("judge_kv_cache", "judge KV / SSM cache"), ("judge_prefill", "judge prefill workspace"))
 
 
 def make_topology(name: str | None, devices: int | None, hbm_gib: float | None,
@@ -96,6 +97,11 @@ def render(plan: Plan, mfu: float) -> str:
         lines += [f"  {label:<28}{_gib(plan.bytes[key])}" for key, label in _ROLLOUT_ROWS]
         lines.append(f"  {'rollout phase':<28}{_gib(plan.rollout_peak)}  (params + optimizer + other models + "
                      f"the two above; {wl.rollout.rows} rows x {wl.rollout.prompt_len}+{wl.rollout.new_tokens} slots)")
+    if wl.judge is not None:
+        lines += [f"  {label:<28}{_gib(plan.bytes[key])}" for key, label in _JUDGE_ROWS]
+        lines.append(f"  {'judge phase':<28}{_gib(plan.judge_peak)}  (params + optimizer + other models + the two "
+                     f"above; {wl.judge_calls} sampler calls of {wl.judge.rows} rows x "
+                     f"{wl.judge.prompt_len}+{wl.judge.new_tokens} slots)")
     verdict = "fits" if plan.fits else "DOES NOT FIT"
     lines.append(f"  {'peak':<28}{_gib(plan.peak)}  of {topo.hbm_bytes / GIB:.1f} GiB HBM "
                  f"({HEADROOM:.0%} usable = {plan.budget / GIB:.1f}): {verdict}")

@@ -183,6 +183,43 @@ def test_cascade_stages_teachers_and_kv_cache():
     assert make_plan(config, hardware.topology("v5p-8"), "mopd").bytes["kv_cache"] == p.bytes["kv_cache"]
 
 
+def test_rlhf_with_a_pairwise_judge_plans_the_judges_sampling():
+    """The judge phase: its KV cache for one sampler call of ``rl.judge.batch_size`` rows of the prompt budget, two
+    whole responses and the template allowance, plus its verdict budget; its forwards in the step FLOPs instead of
+    the reward model's scoring pass; the peak and the suggestion follow it when it is the largest phase."""
+    config = load_config("experiments/rlhf.py:tiny_judge")    # tiny, float32, mesh data=-1
+    rl = config.stages.rlhf.rl
+    assert rl.judge.stage == "judge" and rl.judge.strategy == "circular"
+    p = make_plan(config, hardware.topology("v5p-8"), "rlhf")
+    wl, cfg = p.workload, p.cfg
+    prompt = rl.max_prompt_tokens + 2 * rl.max_new_tokens + 32
+    assert (wl.judge.rows, wl.judge.prompt_len, wl.judge.new_tokens) == (64, prompt, 40)
+    assert wl.judge_calls == 1                                   # 8 prompts x 8 circular comparisons = 64
+    slots = -(-prompt // 16) * 16 + 40
+    attention_layers = sum("attention" in k for k in cfg.layer_kinds)
+    assert p.bytes["judge_kv_cache"] == 64 // 4 * slots * attention_layers * 2 * cfg.num_kv_heads \
+        * cfg.resolved_head_dim * 4
+    assert p.judge_peak == sum(p.bytes[t] for t in ("params", "optimizer", "other_models", "judge_kv_cache",
+                                                     "judge_prefill"))
+    # The policy's sampling forward (a third of the train FLOPs) plus the judge's 64 rows x slots.
+    fpt = m.flops_per_token(cfg, wl.seq_len)
+    assert p.rollout_flops == pytest.approx(p.train_flops / 3 + 64 * slots * fpt / 3)
+    # every pair in both orders: 8 prompts x 56 comparisons in calls of 64 rows
+    rl.judge.update(strategy="all_pairs", swap_positions=True, batch_size=512, max_new_tokens=3000)
+    config.model.max_seq_len = 4096
+    big = make_plan(config, hardware.topology("v5p-8"), "rlhf")
+    assert big.workload.judge_calls == 1 and big.workload.judge.rows == 512
+    assert big.judge_peak > max(big.train_peak, big.rollout_peak) and big.peak == big.judge_peak
+    assert big.biggest() == "judge_kv_cache" and "rl.judge.batch_size, now 512" in big.suggestion()
+    rl.judge.update(batch_size=100)
+    assert make_plan(config, hardware.topology("v5p-8"), "rlhf").workload.judge_calls == 5     # 448 / 100
+    text, _ = plan.plan_report(config, hardware.topology("v5p-8"), stage="rlhf")
+    assert "judge phase" in text and "5 sampler calls of 100 rows" in text
+    # Without a judge there is no judge phase.
+    rl.judge.update(stage="")
+    assert make_plan(config, hardware.topology("v5p-8"), "rlhf").workload.judge is None
+
+
 def test_sampler_rows_take_the_sequence_devices_where_they_divide():
     assert memory.sampler_split(16, dict(data=2, fsdp=2, sequence=4)) == 16
     assert memory.sampler_split(8, dict(data=2, fsdp=2, sequence=4)) == 4   # the batch axes alone

@@ -7,12 +7,15 @@ Phases of a step, per device (all terms in bytes, see ``memory.py`` for the acti
             the running sum and the micro-batch's) + saved activations of one micro-batch + one layer's
             weights gathered over ``fsdp`` and cast to the compute dtype
   rollout   resident + KV cache + prefill workspace (RL stages only)
-The plan fits when the larger phase stays under ``HEADROOM`` of the device's HBM.
+  judge     resident + the judge's KV cache + prefill workspace for one of its sampler calls (RLHF with a
+            pairwise judge, sized as the policy; the policy's rollouts are done by then)
+The plan fits when the largest phase stays under ``HEADROOM`` of the device's HBM.
 
 Step FLOPs are model FLOPs (``model.flops_per_token``: 6 x active matmul params per token plus the causal
 attention term 6 x attention layers x L x H x Dh; remat recomputation is not counted, as MFU conventions
 go). RL stages add the forward passes of sampling and scoring, 2/6 of the training FLOPs each: the
-rollout itself, plus the teacher (MOPD) or reward model (RLHF) scoring the rows once. The step time at a
+rollout itself, plus the teacher (MOPD) or reward model (RLHF) scoring the rows once, or a pairwise judge's
+sampler calls (a forward over each call's rows x slots). The step time at a
 given MFU is ``FLOPs / (devices x peak x MFU)``; decoding is bandwidth-bound, so for RL stages it is a floor.
 """
 from __future__ import annotations
@@ -35,9 +38,11 @@ from nemocascade.rewards import reward_model as reward_model_lib
 
 HEADROOM = 0.9            # usable fraction of HBM (XLA's own buffers, fragmentation, uncounted temporaries)
 MOMENTS = {"adamw": 2, "sgd": 0}
-TERMS = ("params", "optimizer", "other_models", "grads", "activations", "layer_gather", "kv_cache", "prefill")
+TERMS = ("params", "optimizer", "other_models", "grads", "activations", "layer_gather", "kv_cache", "prefill",
+         "judge_kv_cache", "judge_prefill")
 TRAIN_TERMS = ("params", "optimizer", "other_models", "grads", "activations", "layer_gather")
 ROLLOUT_TERMS = ("params", "optimizer", "other_models", "kv_cache", "prefill")
+JUDGE_TERMS = ("params", "optimizer", "other_models", "judge_kv_cache", "judge_prefill")
 PROMPT_BUCKET = 16        # rollout/generate.py rounds prompt widths up to a multiple of 16
 
 
@@ -70,8 +75,12 @@ class Plan:
         return sum(self.bytes[t] for t in ROLLOUT_TERMS) if self.workload.rollout else 0
 
     @property
+    def judge_peak(self) -> int:
+        return sum(self.bytes[t] for t in JUDGE_TERMS) if self.workload.judge else 0
+
+    @property
     def peak(self) -> int:
-        return max(self.train_peak, self.rollout_peak)
+        return max(self.train_peak, self.rollout_peak, self.judge_peak)
 
     @property
     def budget(self) -> float:
@@ -94,7 +103,8 @@ class Plan:
 
     def biggest(self) -> str:
         """The largest term of the phase that sets the peak."""
-        terms = TRAIN_TERMS if self.train_peak >= self.rollout_peak else ROLLOUT_TERMS
+        phases = ((self.train_peak, TRAIN_TERMS), (self.rollout_peak, ROLLOUT_TERMS), (self.judge_peak, JUDGE_TERMS))
+        terms = max(phases, key=lambda phase: phase[0])[1]
         return max(terms, key=lambda t: self.bytes[t])
 
     def suggestion(self) -> str:
@@ -127,6 +137,9 @@ class Plan:
         if term == "kv_cache":
             return ("fewer rollout rows per device: lower rl.prompts_per_step x rl.num_samples or "
                     "rl.max_new_tokens, or spread the rows over more devices")
+        if term in ("judge_kv_cache", "judge_prefill"):
+            return (f"fewer judge rows per sampler call (rl.judge.batch_size, now {wl.judge.rows}), a smaller "
+                    f"rl.judge.max_new_tokens, or shorter rollouts (the judge reads two whole responses)")
         tip = "lower rl.max_prompt_tokens or the rollout rows per device"
         if cfg.kernel_impl == "xla":
             tip += ("; use flash attention --config.model.kernel_impl=auto (the XLA path keeps one layer's f32 "
@@ -152,6 +165,18 @@ def resolve_mesh(mesh: Mapping[str, int], topology: hardware.Topology) -> dict[s
     except ValueError as err:
         raise ValueError(f"config.mesh {dict(mesh)} does not fit {topology.name} ({topology.num_devices} devices): "
                          f"{err}. Override it, e.g. --config.mesh.fsdp=-1 --config.mesh.expert=1") from None
+
+
+def _bucketed(prompt_len: int) -> int:
+    return -(-prompt_len // PROMPT_BUCKET) * PROMPT_BUCKET
+
+
+def _sampling_bytes(cfg: model_lib.ModelConfig, rollout, axis_sizes: Mapping[str, int]) -> tuple[int, int]:
+    """(KV/SSM cache, prefill workspace) bytes per device of one sampler call over ``rollout``'s rows."""
+    rows_per_device = rollout.rows // memory.sampler_split(rollout.rows, axis_sizes)
+    prompt = _bucketed(rollout.prompt_len)
+    return (memory.kv_cache_bytes(cfg, rows_per_device, prompt + rollout.new_tokens),
+            memory.prefill_bytes(cfg, rows_per_device, prompt, axis_sizes["tensor"]))
 
 
 def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, stage: str | None = None) -> Plan:
@@ -187,14 +212,13 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
     flops_per_token = _flops_per_token(cfg, wl.seq_len)
     rollout_flops = 0.0
     if wl.rollout is not None:
-        rollout = wl.rollout
-        rows_per_device = rollout.rows // memory.sampler_split(rollout.rows, axis_sizes)
-        prompt = -(-rollout.prompt_len // PROMPT_BUCKET) * PROMPT_BUCKET
-        slots = prompt + rollout.new_tokens
-        terms["kv_cache"] = memory.kv_cache_bytes(cfg, rows_per_device, slots)
-        terms["prefill"] = memory.prefill_bytes(cfg, rows_per_device, prompt, axis_sizes["tensor"])
-        forward_passes = 1 + (1 if wl.resident_models else 0)
-        rollout_flops = forward_passes * wl.tokens * flops_per_token / 3
+        terms["kv_cache"], terms["prefill"] = _sampling_bytes(cfg, wl.rollout, axis_sizes)
+        scorer_passes = 1 if wl.resident_models and wl.judge is None else 0
+        rollout_flops = (1 + scorer_passes) * wl.tokens * flops_per_token / 3
+    if wl.judge is not None:
+        terms["judge_kv_cache"], terms["judge_prefill"] = _sampling_bytes(cfg, wl.judge, axis_sizes)
+        slots = _bucketed(wl.judge.prompt_len) + wl.judge.new_tokens
+        rollout_flops += wl.judge_calls * wl.judge.rows * slots * flops_per_token / 3
     return Plan(workload=wl, topology=topology, axis_sizes=axis_sizes, cfg=cfg,
                 param_count=_param_count(cfg), bytes=terms, tokens_per_device=tokens_per_device,
                 batch_split=split, train_flops=wl.tokens * flops_per_token, rollout_flops=rollout_flops)

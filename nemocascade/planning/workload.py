@@ -7,11 +7,15 @@ shares ``model`` and ``mesh``.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import ml_collections
 
+from nemocascade.rewards.pairwise_judge import comparison_pairs
+
 RL_KINDS = ("grpo", "mopd", "rlhf")
 KINDS = ("sft", "reward_model") + RL_KINDS
+JUDGE_TEMPLATE_TOKENS = 32   # an allowance for the judge prompt's ChatML headers around the prompt and the answers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +43,11 @@ class Workload:
       rollout: the sampling phase of RL stages, else None.
       resident_models: other models' params kept on device for the step (MOPD: one per distinct teacher,
         the number of domains when the ledger has not named them yet; RLHF: the reward model or the pairwise
-        judge, sized as the policy; the judge's own sampling phase is not planned).
+        judge, sized as the policy).
+      judge: RLHF with a pairwise judge (``rl.judge.checkpoint`` or ``rl.judge.stage``): one sampler call of the
+        judge, ``rl.judge.batch_size`` rows (the judge pads its last call) of the prompt budget, two whole
+        responses and ``JUDGE_TEMPLATE_TOKENS``, plus ``rl.judge.max_new_tokens``; else None.
+      judge_calls: the judge's sampler calls per step (its comparisons / ``rl.judge.batch_size``, rounded up).
     """
 
     stage: str
@@ -52,6 +60,8 @@ class Workload:
     lm_head_loss: bool
     rollout: Rollout | None
     resident_models: int
+    judge: Rollout | None = None
+    judge_calls: int = 0
 
     @property
     def tokens(self) -> int:
@@ -79,7 +89,7 @@ def workload(config: ml_collections.ConfigDict, stage: str | None = None) -> Wor
     kind = own.kind
     if kind not in KINDS:
         raise ValueError(f"stage {stage!r} has kind {kind!r}; the planner knows {KINDS}")
-    rollout, resident = None, 0
+    rollout, resident, judge, judge_calls = None, 0, None, 0
     if kind in RL_KINDS:
         rl = own.rl
         rows = rl.prompts_per_step * rl.num_samples
@@ -90,6 +100,11 @@ def workload(config: ml_collections.ConfigDict, stage: str | None = None) -> Wor
             resident = len(named) if named else len(rl.domains)
         elif kind == "rlhf":
             resident = 1
+            if rl.judge.checkpoint or rl.judge.stage:
+                per_prompt = comparison_pairs(rl.num_samples, rl.judge.strategy, swap_positions=rl.judge.swap_positions)
+                judge_calls = math.ceil(rl.prompts_per_step * len(per_prompt) / rl.judge.batch_size)
+                judge = Rollout(rows=rl.judge.batch_size, new_tokens=rl.judge.max_new_tokens,
+                                prompt_len=rl.max_prompt_tokens + 2 * rl.max_new_tokens + JUDGE_TEMPLATE_TOKENS)
     elif kind == "reward_model":
         rows, seq_len = 2 * own.data.batch_size, own.data.seq_len
     else:
@@ -97,4 +112,4 @@ def workload(config: ml_collections.ConfigDict, stage: str | None = None) -> Wor
     return Workload(stage=stage, kind=kind, rows=rows, seq_len=seq_len,
                     grad_accum_steps=own.train.grad_accum_steps, optimizer=own.optimizer.name,
                     freeze_router=own.train.freeze_router, lm_head_loss=kind != "reward_model",
-                    rollout=rollout, resident_models=resident)
+                    rollout=rollout, resident_models=resident, judge=judge, judge_calls=judge_calls)
