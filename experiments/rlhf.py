@@ -13,6 +13,9 @@ Presets (``--config=experiments/rlhf.py:PRESET``):
     v5p-64 (``configs.nano30b_mesh``), with the recipe's KL coefficient 0.03 against the RLHF stage's starting
     policy (the SFT checkpoint, kept frozen beside the trained params: one more params set in device memory);
     the recipe's generative pairwise judge is replaced by a Bradley-Terry model.
+  nano30b_judge: the same RLHF stage scored by the recipe's generative pairwise judge (``configs.nano30b_judge``):
+    ``sft`` -> ``rlhf``, every pair of a prompt's 16 rollouts compared by a GenRM checkpoint (imported with
+    ``nemocascade.hf.convert``; ``rl.judge.checkpoint`` is REQUIRED).
   tiny_judge: the recipe's reward, a generative pairwise judge, at toy scale: ``sft`` -> ``judge`` (an SFT stage
     from the SFT policy on toy ``judge`` transcripts: a ``chat`` question, its chosen and rejected answers as
     ``response_1`` / ``response_2`` in a random order, and the verdict JSON) -> ``rlhf`` (from the SFT policy;
@@ -35,12 +38,15 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         return configs.cascade_config(name="rlhf", model="tiny", mesh=configs.mesh_config(), order=ORDER,
                                       stages=stages, eval_cfg=configs.eval_config(domains=("math",)),
                                       data=configs.shared_data_config())
-    if preset == "nano30b":
+    if preset in ("nano30b", "nano30b_judge"):
         stages = {"sft": configs.nano30b_sft_stage(),
                   "reward_model": configs.stage("reward_model", **configs.nano30b_reward_model_stage(tokenizer="")),
                   "rlhf": configs.nano30b_rlhf_stage()}
+        if preset == "nano30b_judge":
+            del stages["reward_model"]
+            stages["rlhf"].rl.judge.update(configs.nano30b_judge())
         return configs.cascade_config(name="rlhf", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
-                                      order=ORDER,
+                                      order=tuple(s for s in ORDER if s in stages),
                                       stages=stages, eval_cfg=configs.eval_config(domains=("math",), num_examples=512,
                                                                                   max_new_tokens=16384),
                                       data=configs.nano30b_shared_data(),
@@ -53,4 +59,5 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         return configs.cascade_config(name="rlhf_judge", model="tiny", mesh=configs.mesh_config(), order=JUDGE_ORDER,
                                       stages=stages, eval_cfg=configs.eval_config(domains=("math",)),
                                       data=configs.shared_data_config())
-    raise ValueError(f"unknown preset {preset!r} for experiments/rlhf.py; known: tiny, nano30b, tiny_judge")
+    raise ValueError(f"unknown preset {preset!r} for experiments/rlhf.py; known: tiny, nano30b, tiny_judge, "
+                     f"nano30b_judge")

@@ -344,6 +344,16 @@ def nano30b_rlhf_stage() -> ml_collections.ConfigDict:
                             unfinished_reward_zero=False, kl_coef=0.03)
 
 
+def nano30b_judge() -> dict:
+    """``rl.judge`` fields of a nano30b RLHF stage scored by a generative pairwise judge. RECIPE.md: the GenRM
+    compares every pair of a prompt's rollouts (``all_pairs``: 120 comparisons of 16 rollouts). Its sampling
+    (a reasoning GenRM: thinking on, 16K tokens, temperature 0.6, top-p 0.95) follows NeMo Gym's genrm_compare
+    defaults. The recipe gives no sizes for its length normalisation and conciseness bonus: both stay off."""
+    return dict(checkpoint="REQUIRED: path/to/genrm_checkpoint (nemocascade.hf.convert import)",
+                strategy="all_pairs", thinking=True, max_new_tokens=16384, temperature=0.6, top_p=0.95,
+                batch_size=512)
+
+
 def tiny_reward_model_stage() -> dict:
     """The tiny Bradley-Terry reward model's fields (``experiments/reward_model.py``'s default): toy ``chat``
     pairs, a few CPU minutes."""

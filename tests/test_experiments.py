@@ -86,6 +86,16 @@ def test_rl_stages_are_preceded_as_the_recipe_orders_them():
     assert load_experiment("grpo").get_config("nano30b").stages.multi_domain_rl.train.steps == 70
 
 
+def test_the_nano30b_judge_preset_scores_rlhf_with_a_genrm_on_every_pair():
+    config = load_experiment("rlhf").get_config("nano30b_judge")
+    assert config.order == ("sft", "rlhf") and "reward_model" not in config.stages
+    judge = config.stages.rlhf.rl.judge
+    assert judge.checkpoint.startswith("REQUIRED") and judge.strategy == "all_pairs" and not judge.swap_positions
+    assert load_experiment("rlhf").get_config("nano30b").stages.rlhf.rl.judge.checkpoint == ""
+    text, failing = plan.plan_report(config, hardware.topology("v5p-64"))
+    assert not failing and "judge phase" in text, text
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_nano30b_presets_plan_to_fit_a_v5p_64(name):
     """``python -m nemocascade.plan`` plans every stage of every nano30b preset within 90% of a v5p-64 device's
