@@ -217,7 +217,8 @@ class PairwiseJudgeFn(RewardFn):
     def from_settings(cls, judge, *, default_tokenizer: str = "", mesh=None, seed: int = 0) -> "PairwiseJudgeFn":
         """The judge that ``judge`` (``configs.judge_config`` fields) names: the params and model config of the
         latest step in ``judge.checkpoint``; the tokenizer ``judge.tokenizer``, else the one saved with the
-        checkpoint (``data.tokenizer``), else ``default_tokenizer``."""
+        checkpoint (``data.tokenizer`` of a stage's checkpoint, the source directory of a Hugging Face import),
+        else ``default_tokenizer``. A tokenizer with more ids than the judge's vocabulary is refused."""
         checkpointer = Checkpointer(judge.checkpoint, async_save=False)
         try:
             if checkpointer.latest_step() is None:
@@ -226,10 +227,16 @@ class PairwiseJudgeFn(RewardFn):
         finally:
             checkpointer.close()
         cfg = model_lib.ModelConfig.from_dict(saved["model"])
-        tokenizer = judge.tokenizer or saved.get("data", {}).get("tokenizer") or default_tokenizer
+        tokenizer_path = (judge.tokenizer or saved.get("data", {}).get("tokenizer")
+                          or saved.get("hf", {}).get("source") or default_tokenizer)
+        tokenizer = load_tokenizer(tokenizer_path)
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise ValueError(f"rl.judge: the tokenizer {tokenizer_path or '(the toy one)'!r} has "
+                             f"{tokenizer.vocab_size} ids but the judge in {judge.checkpoint!r} only "
+                             f"{cfg.vocab_size}: set rl.judge.tokenizer to the judge's own tokenizer")
         aggregation = Aggregation(tiebreak=judge.tiebreak, length_penalty=judge.length_penalty,
                                   conciseness_bonus=judge.conciseness_bonus, top_fraction=judge.top_fraction)
-        return cls(restore_policy_params(judge.checkpoint, cfg, mesh), cfg, load_tokenizer(tokenizer),
+        return cls(restore_policy_params(judge.checkpoint, cfg, mesh), cfg, tokenizer,
                    strategy=judge.strategy, swap_positions=judge.swap_positions, aggregation=aggregation,
                    max_new_tokens=judge.max_new_tokens, thinking=judge.thinking, temperature=judge.temperature,
                    top_p=judge.top_p, seed=seed, batch_size=judge.batch_size, mesh=mesh)

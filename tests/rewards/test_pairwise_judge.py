@@ -3,6 +3,7 @@ hand-computed values), the judge's prompt, grouping in ``score`` (a scripted jud
 (its texts are the sampler's greedy outputs for each prompt; its checkpoint loads as saved)."""
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -249,3 +250,26 @@ def test_the_judge_loads_from_a_checkpoint(judge_params, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no finished checkpoint"):
         pj.PairwiseJudgeFn.from_settings(configs.judge_config(checkpoint=str(tmp_path / "empty")))
+
+
+def test_an_imported_judge_reads_the_tokenizer_of_its_source_and_a_mismatch_is_refused(judge_params, tmp_path):
+    """A checkpoint imported from Hugging Face records its source directory (``hf.convert``): the judge's tokenizer
+    is read from there; a tokenizer with more ids than the judge's vocabulary is refused."""
+    source = tmp_path / "hf_model"
+    source.mkdir()
+    shutil.copy(data_lib.tokenizer.DEFAULT_MODEL_PATH, source / "tokenizer.model")
+    directory = str(tmp_path / "imported")
+    checkpointer = Checkpointer(directory, async_save=False)
+    checkpointer.save(0, {"params": judge_params}, config={"model": dataclasses.asdict(CFG),
+                                                           "hf": {"family": "qwen3_moe", "source": str(source)}})
+    checkpointer.close()
+    judge = pj.PairwiseJudgeFn.from_settings(configs.judge_config(checkpoint=directory), default_tokenizer="/nowhere")
+    assert judge.tokenizer.vocab_size == TOKENIZER.vocab_size
+    small = dataclasses.replace(CFG, vocab_size=TOKENIZER.vocab_size - 24)
+    small_params = jax.jit(lambda r: model_lib.init_params(small, r))(jax.random.PRNGKey(0))
+    directory = str(tmp_path / "small")
+    checkpointer = Checkpointer(directory, async_save=False)
+    checkpointer.save(0, {"params": small_params}, config={"model": dataclasses.asdict(small)})
+    checkpointer.close()
+    with pytest.raises(ValueError, match=r"has 1024 ids but the judge in .* only 1000: set rl.judge.tokenizer"):
+        pj.PairwiseJudgeFn.from_settings(configs.judge_config(checkpoint=directory))
