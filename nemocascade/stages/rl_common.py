@@ -77,14 +77,23 @@ def reference_params(ctx: runtime.StageContext, initial_params=None):
 
 class RLStage:
     """Shared driver; subclasses define ``loss_fn`` and ``extra_batch``; ``supports_kl`` = the loss reads
-    ``batch["ref_logprobs"]`` (else ``rl.kl_coef > 0`` is refused)."""
+    ``batch["ref_logprobs"]`` (else ``rl.kl_coef > 0`` is refused); ``scores_with_models`` = the rewards come
+    from ``rl.reward_model`` or ``rl.judge`` (else setting them is refused rather than ignored)."""
 
     supports_kl = False
+    scores_with_models = False
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str):
         if config.rl.kl_coef < 0 or (config.rl.kl_coef > 0 and not self.supports_kl):
             raise ValueError(f"rl.kl_coef={config.rl.kl_coef}: expected 0, or > 0 for a GRPO / RLHF stage "
                              f"({type(self).__name__} has no KL term)")
+        scorers = {k: v for k, v in (("rl.reward_model", config.rl.reward_model),
+                                     ("rl.judge.checkpoint", config.rl.judge.checkpoint),
+                                     ("rl.judge.stage", config.rl.judge.stage)) if v}
+        if scorers and not self.scores_with_models:
+            raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in scorers.items())}: only an rlhf stage scores "
+                             f"with a reward model or a judge ({type(self).__name__} uses its domains' verifiers or "
+                             f"teachers)")
         self.config = config
         self.reference = None  # frozen KL reference params while ``run`` runs with rl.kl_coef > 0
         self.ctx = runtime.build_context(config, workdir)

@@ -55,6 +55,8 @@ def check_reward_model_dir(directory: str) -> None:
 class RLHFStage(GRPOStage):
     """``GRPOStage`` whose reward fn, for every domain of ``rl.domains``, is the reward model or the judge."""
 
+    scores_with_models = True
+
     def make_reward_fns(self) -> dict:
         rl = self.config.rl
         if rl.judge.checkpoint:

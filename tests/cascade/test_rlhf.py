@@ -24,7 +24,7 @@ from nemocascade.data.toy import judge as toy_judge
 from nemocascade.rewards import pairwise_judge as pj
 from nemocascade.rewards import reward_model as rm
 from nemocascade.rewards.thinking import split_thinking
-from nemocascade.stages import rlhf, runtime
+from nemocascade.stages import grpo, mopd, rlhf, runtime
 from nemocascade.train import train_state_from_params
 
 SMALL_MODEL = dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, expert_hidden_size=32, max_seq_len=128)
@@ -217,6 +217,17 @@ def test_rlhf_trains_on_the_judges_verdicts(judge_dir, tmp_path, monkeypatch):
 def test_rlhf_scores_with_a_reward_model_or_a_judge_not_both(judge_dir, reward_model_dir, tmp_path):
     with pytest.raises(ValueError, match="are both set: RLHF scores with one of them"):
         rlhf.RLHFStage(_rlhf_config(reward_model_dir, judge_dir=judge_dir), str(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("field,value", [("reward_model", "/rm"), ("judge.checkpoint", "/j"), ("judge.stage", "sft")])
+def test_only_an_rlhf_stage_takes_a_reward_model_or_a_judge(tmp_path, field, value):
+    config = _rlhf_config("")
+    section = config.rl.judge if field.startswith("judge.") else config.rl
+    section[field.split(".")[-1]] = value
+    for stage_class in (grpo.GRPOStage, mopd.MOPDStage):
+        with pytest.raises(ValueError, match=rf"rl.{field}='{value}': only an rlhf stage scores with a reward model "
+                                             rf"or a judge \({stage_class.__name__} uses"):
+            stage_class(config, str(tmp_path))
 
 
 def test_a_cascade_keeps_the_judge_of_its_rlhf_stage(tmp_path, stand_in_stages):
