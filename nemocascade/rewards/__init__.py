@@ -2,6 +2,8 @@
 
 ``get_reward_fn(domain, **options).score(samples) -> (rewards f32[N], infos)``; see ``base.py`` for the
 contract and the shaping options, ``registry.py`` for adding domains, ``SANDBOX.md`` for code isolation.
+RLHF scores with models under the same contract: ``reward_model.py`` (a Bradley-Terry scalar head) and
+``pairwise_judge.py`` (a generative judge comparing pairs of a prompt's rollouts).
 """
 from nemocascade.rewards.base import RewardFn, Shaping, Verification
 from nemocascade.rewards.code_reward import CodeReward, extract_code

@@ -32,8 +32,8 @@ Aggregation over the G rollouts of one prompt (``mean_scores``, then ``length_ad
 3. a rollout's score is the mean over the comparisons it took part in (the default score with none: G = 1);
 4. length normalisation: ``score -= length_penalty * (n - mean(n)) / mean(n)`` with ``n`` the answer's
    length in judge tokens, zero-centred over the group (the group's mean reward is unchanged);
-5. conciseness bonus: the shortest answer(s) among the ``ceil(top_fraction * G)`` best-scored get
-   ``conciseness_bonus``.
+5. conciseness bonus: the shortest answer(s) among the ``ceil(top_fraction * G)`` best-scored (answers tied
+   with the last of them count too) get ``conciseness_bonus``.
 
 Rollouts whose reasoning block never closed have no answer: they are left out of the comparisons and get the
 ``RewardFn`` reward 0 (``base.py``). The exact forms of steps 2, 4 and 5 are ours: the paper names the steps,
