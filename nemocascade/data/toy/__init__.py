@@ -2,8 +2,8 @@
 
 ``toy_examples(domain, split, n, seed=...)`` gives RL/eval prompts (the schema of
 ``nemocascade.data.schema``: a user turn, for ``judge`` followed by the two answers to compare, plus the domain's
-fields); ``toy_sft_examples`` gives the same prompts with the reference assistant turn appended (SFT data). The ``train`` and ``heldout`` splits
-never share a prompt (see ``common.split_of``).
+fields); ``toy_sft_examples`` gives the same prompts with the reference assistant turn appended (SFT data). The
+``train`` and ``heldout`` splits never share a prompt (see ``common.split_of``).
 """
 from __future__ import annotations
 
