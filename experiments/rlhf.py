@@ -18,7 +18,8 @@ Presets (``--config=experiments/rlhf.py:PRESET``):
     ``nemocascade.hf.convert``; ``rl.judge.checkpoint`` is REQUIRED).
   tiny_judge: the recipe's reward, a generative pairwise judge, at toy scale: ``sft`` -> ``judge`` (an SFT stage
     from the SFT policy on toy ``judge`` transcripts: a ``chat`` question, its chosen and rejected answers as
-    ``response_1`` / ``response_2`` in a random order, and the verdict JSON) -> ``rlhf`` (from the SFT policy;
+    ``response_1`` / ``response_2`` in a random order, and the verdict JSON) -> ``rlhf`` (from the SFT policy: a
+    judge stage is not a policy stage, ``pipeline.judge_stages``;
     every rollout compared with the next one of its prompt, ``circular``, by the judge stage's model;
     ``rl.judge.stage``). Its held-out evaluation is the judge's win rate of the final policy over the SFT policy.
 """
@@ -54,7 +55,6 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     if preset == "tiny_judge":
         stages = {"sft": configs.tiny_chat_sft_stage(), "judge": configs.tiny_judge_sft_stage(init_from="sft"),
                   "rlhf": configs.tiny_rlhf_stage()}
-        stages["rlhf"].init_from = "sft"
         stages["rlhf"].rl.judge.update(stage="judge", strategy="circular", max_new_tokens=40)
         return configs.cascade_config(name="rlhf_judge", model="tiny", mesh=configs.mesh_config(), order=JUDGE_ORDER,
                                       stages=stages, eval_cfg=configs.eval_config(domains=("math",)),

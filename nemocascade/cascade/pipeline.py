@@ -15,6 +15,7 @@ the judge) scores with it, else with ``rl.reward_model`` or the latest earlier `
 """
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -34,7 +35,8 @@ from nemocascade.stages import evaluate, grpo, mopd, reward_model, rlhf, sft
 STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run, "reward_model": reward_model.run,
                  "rlhf": rlhf.run}
 # Stages that train a scorer rather than the policy: they start from the latest policy stage, evaluate
-# themselves (their own eval.json) instead of on ``eval.domains``, and no later stage starts from them.
+# themselves (their own eval.json) instead of on ``eval.domains``, and no later stage starts from them (the
+# same holds for a stage that a later stage names as its judge, ``judge_stages``).
 # Any stage's own evaluation (``ctx.evaluation``: the reward model's pairwise accuracy, RLHF's reward-model
 # scores or judge win rates) goes into its ledger entry as ``evaluation``.
 SCORER_KINDS = ("reward_model",)
@@ -42,13 +44,14 @@ SHARED_FIELDS = ("seed", "model", "mesh", "eval")
 
 
 def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
-    """The full single-stage config of cascade stage ``name`` (shared fields + the stage's own)."""
+    """The full single-stage config of cascade stage ``name`` (shared fields + the stage's own), a copy: filling it
+    in (MOPD teachers, the reward model, the judge) leaves ``config`` as it was."""
     if name not in config.stages:
         raise ValueError(f"cascade order names stage {name!r}, but config.stages has {sorted(config.stages)}")
     own = config.stages[name]
-    merged = ml_collections.ConfigDict({"name": name, **{k: config[k] for k in SHARED_FIELDS}})
+    merged = ml_collections.ConfigDict({"name": name, **{k: copy.deepcopy(config[k]) for k in SHARED_FIELDS}})
     for key, value in own.items():
-        merged[key] = value
+        merged[key] = copy.deepcopy(value)
     data = ml_collections.ConfigDict(config.data.to_dict())
     for key, value in own.get("data", {}).items():
         if key == "tokenizer" and not value:
@@ -98,6 +101,7 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
     ledger = Ledger(os.path.join(workdir, "ledger.json"), writer=jax.process_index() == 0)
     report.parse_branches(config)           # a bad ``compare`` fails now, not after every stage ran
     mesh = sharding_lib.make_mesh(config.mesh.to_dict())
+    judges = judge_stages(config)
     done: list[str] = []
     for name in config.order:
         stage_cfg = stage_config(config, name)
@@ -106,7 +110,7 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
             logging.info("stage %s is in the ledger: skipped", name)
             done.append(name)
             continue
-        policies = [n for n in done if ledger.entry(n)["kind"] not in SCORER_KINDS]
+        policies = [n for n in done if ledger.entry(n)["kind"] not in SCORER_KINDS and n not in judges]
         teachers = None
         if stage_cfg.kind != "mopd" and "rl" in stage_cfg and stage_cfg.rl.teacher_stages:
             raise ValueError(f"stage {name!r} of kind {stage_cfg.kind!r} sets rl.teacher_stages, which only a mopd "
@@ -131,7 +135,7 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
         initial = _previous_params(config, workdir, start, mesh) if start else _base_params(config, mesh)
         ctx, state = runner(stage_cfg, stage_dir, initial_params=initial)
         del initial
-        scorer = stage_cfg.kind in SCORER_KINDS
+        scorer = stage_cfg.kind in SCORER_KINDS or name in judges
         scores = {} if scorer else _evaluate(config, stage_cfg, ctx, state.params)
         entry = {"stage": name, "kind": stage_cfg.kind, "checkpoint_dir": ctx.checkpoint_dir,
                  "step": int(state.step), "scores": scores}
@@ -154,6 +158,14 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
     if jax.process_index() == 0:
         report.write_report(config, ledger, workdir)
     return ledger
+
+
+def judge_stages(config: ml_collections.ConfigDict) -> set[str]:
+    """The stages of ``config.order`` that a later stage names as its judge (``rl.judge.stage``): like the
+    ``SCORER_KINDS`` they are not evaluated on ``eval.domains``, and no stage starts from them or takes them as a
+    MOPD teacher."""
+    own = [config.stages[n] for n in config.order if n in config.stages]
+    return {s.rl.judge.stage for s in own if "rl" in s and "judge" in s.rl and s.rl.judge.stage}
 
 
 def _start_stage(stage_cfg, policies) -> str | None:

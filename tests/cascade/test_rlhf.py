@@ -136,6 +136,7 @@ def test_cascade_fills_the_reward_model_from_the_ledger(tmp_path, stand_in_stage
     ledger = pipeline.run_cascade(config, str(tmp_path))
     rlhf_cfg, initial = calls["rlhf"]
     assert rlhf_cfg.rl.reward_model == f"{tmp_path}/rm_new/checkpoints"
+    assert config.stages.rlhf.rl.reward_model == ""          # the caller's config is not filled in
     assert initial == "params of sft"
     assert ledger.entry("rlhf")["reward_model"] == {"stage": "rm_new", "checkpoint_dir": rlhf_cfg.rl.reward_model}
     assert Ledger(str(tmp_path / "ledger.json")).entry("rlhf") == ledger.entry("rlhf")
@@ -245,16 +246,26 @@ def test_a_cascade_keeps_the_judge_of_its_rlhf_stage(tmp_path, stand_in_stages):
 
 
 def test_a_cascade_fills_the_judge_from_an_earlier_stage(tmp_path, stand_in_stages):
-    """``rl.judge.stage`` names an earlier (SFT) stage: its final checkpoint becomes the judge; the RLHF stage
-    starts from its own ``init_from``, not from the judge."""
+    """``rl.judge.stage`` names an earlier (SFT) stage: its final checkpoint becomes the judge. Like a reward model
+    the judge stage is not a policy stage: it is not evaluated, and the RLHF stage (no ``init_from``) starts from
+    the SFT policy, not from the judge."""
     config = load_experiment("rlhf").get_config("tiny_judge")
     config.model.update(SMALL_MODEL)
+    assert config.stages.rlhf.init_from == "" and pipeline.judge_stages(config) == {"judge"}
     calls = stand_in_stages(lambda name: {"math": {"pass_at_1": 0.5, "mean_reward": 0.5, "num_examples": 8}})
     ledger = pipeline.run_cascade(config, str(tmp_path))
     rlhf_cfg, initial = calls["rlhf"]
     assert rlhf_cfg.rl.judge.checkpoint == f"{tmp_path}/judge/checkpoints" and initial == "params of sft"
     assert calls["judge"][1] == "params of sft"
     assert ledger.entry("rlhf")["judge"] == {"stage": "judge", "checkpoint_dir": f"{tmp_path}/judge/checkpoints"}
+    assert ledger.entry("judge")["scores"] == {} and ledger.entry("rlhf")["scores"]["math"]["pass_at_1"] == 0.5
+    # nothing can start from the judge
+    config.stages.rlhf.init_from = "judge"
+    assert config.stages.rlhf.rl.judge.checkpoint == ""      # the caller's config is not filled in
+    (tmp_path / "again").mkdir()
+    with pytest.raises(ValueError, match=r"init_from='judge' is not a policy stage finished earlier in order; "
+                                         r"expected one of \['sft'\]"):
+        pipeline.run_cascade(config, str(tmp_path / "again"))
 
 
 @pytest.mark.parametrize("change,message", [
