@@ -271,27 +271,27 @@ class PairwiseJudgeFn(RewardFn):
         groups: dict[int, list[int]] = {}
         for i, sample in enumerate(samples):
             groups.setdefault(sample["rollout_group"], []).append(i)
-        comparisons, prompts = [], []
-        for members in groups.values():
-            for first, second in comparison_pairs(len(members), self.strategy, swap_positions=self.swap_positions):
-                a, b = members[first], members[second]
-                comparisons.append((a, b))
-                prompts.append(self.tokenizer.encode(judge_prompt(samples[a]["messages"], answers[a], answers[b],
-                                                                  thinking=self.thinking)))
-        verdicts = dict(zip(comparisons, (parse_judgement(t) for t in self.judge_texts(prompts))))
-        self._verdicts[0] += len(verdicts)
-        self._verdicts[1] += sum(not v.parsed for v in verdicts.values())
+        group_pairs = [comparison_pairs(len(members), self.strategy, swap_positions=self.swap_positions)
+                       for members in groups.values()]
+        prompts = [self.tokenizer.encode(judge_prompt(samples[members[i]]["messages"], answers[members[i]],
+                                                      answers[members[j]], thinking=self.thinking))
+                   for members, pairs in zip(groups.values(), group_pairs) for i, j in pairs]
+        verdicts = iter([parse_judgement(t) for t in self.judge_texts(prompts)])
         lengths = [len(self.tokenizer.encode(a)) for a in answers]
         results: list[Verification | None] = [None] * len(samples)
-        for members in groups.values():
-            local = {m: k for k, m in enumerate(members)}
-            pairs = [(local[a], local[b]) for a, b in comparisons if a in local]
-            judged = [verdicts[(members[i], members[j])] for i, j in pairs]
+        for members, pairs in zip(groups.values(), group_pairs):
+            judged = [next(verdicts) for _ in pairs]             # the verdicts of this group's pairs, in order
+            self._verdicts[0] += len(judged)
+            self._verdicts[1] += sum(not v.parsed for v in judged)
             scores = mean_scores(len(members), pairs, judged, tiebreak=self.aggregation.tiebreak)
             rewards = length_adjusted(scores, [lengths[m] for m in members], self.aggregation)
+            comparisons = np.zeros(len(members), np.int64)
+            failures = np.zeros(len(members), np.int64)
+            for (i, j), verdict in zip(pairs, judged):
+                comparisons[[i, j]] += 1
+                failures[[i, j]] += not verdict.parsed
             for k, m in enumerate(members):
-                mine = [v for (i, j), v in zip(pairs, judged) if k in (i, j)]
                 results[m] = Verification(float(rewards[k]), "", True, {
-                    "judge_score": float(scores[k]), "judge_comparisons": len(mine),
-                    "judge_parse_failures": sum(not v.parsed for v in mine), "answer_tokens": lengths[m]})
+                    "judge_score": float(scores[k]), "judge_comparisons": int(comparisons[k]),
+                    "judge_parse_failures": int(failures[k]), "answer_tokens": lengths[m]})
         return results
