@@ -215,6 +215,9 @@ def test_rlhf_with_a_pairwise_judge_plans_the_judges_sampling():
     assert make_plan(config, hardware.topology("v5p-8"), "rlhf").workload.judge_calls == 5     # 448 / 100
     text, _ = plan.plan_report(config, hardware.topology("v5p-8"), stage="rlhf")
     assert "judge phase" in text and "5 sampler calls of 100 rows" in text
+    rl.judge.update(batch_size=0)
+    with pytest.raises(ValueError, match=r"stage 'rlhf': rl.judge.batch_size=0; expected >= 1"):
+        make_plan(config, hardware.topology("v5p-8"), "rlhf")
     # Without a judge there is no judge phase.
     rl.judge.update(stage="")
     assert make_plan(config, hardware.topology("v5p-8"), "rlhf").workload.judge is None

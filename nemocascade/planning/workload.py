@@ -101,6 +101,8 @@ def workload(config: ml_collections.ConfigDict, stage: str | None = None) -> Wor
         elif kind == "rlhf":
             resident = 1
             if rl.judge.checkpoint or rl.judge.stage:
+                if rl.judge.batch_size < 1:
+                    raise ValueError(f"stage {stage!r}: rl.judge.batch_size={rl.judge.batch_size}; expected >= 1")
                 per_prompt = comparison_pairs(rl.num_samples, rl.judge.strategy, swap_positions=rl.judge.swap_positions)
                 judge_calls = math.ceil(rl.prompts_per_step * len(per_prompt) / rl.judge.batch_size)
                 judge = Rollout(rows=rl.judge.batch_size, new_tokens=rl.judge.max_new_tokens,
