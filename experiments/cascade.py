@@ -7,6 +7,9 @@ afterwards (``workdir/ledger.json``); MOPD's teachers are the best earlier stage
 is trained (backbone from the latest policy) just before RLHF, which scores with it; ``workdir/report.md`` and
 ``workdir/scores.png`` summarise the run.
 
+Multi-domain RL: at nano30b on RECIPE.md's mix (MCQA / tool calling / structured output, their own verifiers;
+``experiments/grpo.py`` says how released rows are read); the tiny preset keeps math / if / code.
+
 Long-context RL: there is no long-context stage kind (its LLM judge is not modelled), so
 ``long_context_rl`` is a ``grpo`` stage on math + if with long responses (and, at nano30b, 32K-token inputs).
 It is defined in every preset but left out of the default order; the ``*_long_context`` presets put it
@@ -25,6 +28,7 @@ from nemocascade import configs
 ORDER = ("sft", "if_rl", "multi_domain_rl", "mopd", "reward_model", "rlhf", "code_rl")
 LONG_CONTEXT_ORDER = ORDER[:6] + ("long_context_rl",) + ORDER[6:]
 DOMAINS = ("math", "if", "code")
+RECIPE_MIX = ("mcqa", "tool_call", "structured_output")   # RECIPE.md's multi-domain RL data (see experiments/grpo.py)
 PRESETS = ("tiny", "nano30b", "tiny_long_context", "nano30b_long_context")
 
 
@@ -49,8 +53,8 @@ def _nano30b_stages() -> dict:
         "sft": configs.nano30b_sft_stage(),
         "if_rl": configs.nano30b_rl_stage("grpo", domains=("if",), jsonl="if_rl.jsonl", steps=180,
                                           max_new_tokens=49152),
-        "multi_domain_rl": configs.nano30b_rl_stage("grpo", domains=DOMAINS, jsonl="multi_domain_rl.jsonl", steps=70,
-                                                    max_new_tokens=49152),
+        "multi_domain_rl": configs.nano30b_rl_stage("grpo", domains=RECIPE_MIX, jsonl="multi_domain_rl.jsonl",
+                                                    steps=70, max_new_tokens=49152),
         "mopd": configs.nano30b_rl_stage("mopd", domains=DOMAINS, jsonl="mopd.jsonl", steps=52, max_new_tokens=98304,
                                          num_samples=4, aggregation="seq_mean_token_mean", optimizer=mopd_optimizer,
                                          checkpoint_every=4),

@@ -7,8 +7,11 @@ from random weights, which earn no reward on any domain; in a workdir that alrea
 Presets (``--config=experiments/grpo.py:PRESET``):
   tiny (default): the tiny MoE on the toy math/if/code domains, CPU minutes.
   nano30b: RECIPE.md's multi-domain RL (128 prompts x 16 rollouts, 49K-token responses, ~70 steps, lr 3e-6,
-    no KL, router frozen) on a v5p-64 (``configs.nano30b_mesh``). The paper's mix is MCQA 55% / tool calling
-    30% / structured output 15%; without verifiers for those, the released subset's rows are scored as math / if / code.
+    no KL, router frozen) on a v5p-64 (``configs.nano30b_mesh``), on the paper's mix: MCQA 55% / tool calling
+    30% / structured output 15%, scored by the ``mcqa`` / ``tool_call`` / ``structured_output`` verifiers.
+    Released rows take their domain from their NeMo Gym ``agent_ref`` (``data.sources.GYM_AGENT_DOMAINS``) or
+    a ``domain`` field; a row that none of the three reads (e.g. a multi-step tool environment's, which needs
+    its tools executed) is refused before the first rollout, naming its ``path:line``.
 """
 import ml_collections
 
@@ -16,6 +19,7 @@ from nemocascade import configs
 
 ORDER = ("sft", "multi_domain_rl")
 DOMAINS = ("math", "if", "code")
+RECIPE_MIX = ("mcqa", "tool_call", "structured_output")
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -27,12 +31,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                       data=configs.shared_data_config())
     if preset == "nano30b":
         stages = {"sft": configs.nano30b_sft_stage(),
-                  "multi_domain_rl": configs.nano30b_rl_stage("grpo", domains=DOMAINS, jsonl="multi_domain_rl.jsonl",
-                                                              steps=70, max_new_tokens=49152)}
+                  "multi_domain_rl": configs.nano30b_rl_stage("grpo", domains=RECIPE_MIX,
+                                                              jsonl="multi_domain_rl.jsonl", steps=70,
+                                                              max_new_tokens=49152)}
         return configs.cascade_config(name="grpo", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
-                                      order=ORDER,
-                                      stages=stages, eval_cfg=configs.eval_config(domains=DOMAINS, num_examples=512,
-                                                                                  max_new_tokens=49152),
+                                      order=ORDER, stages=stages,
+                                      eval_cfg=configs.eval_config(domains=RECIPE_MIX, num_examples=512,
+                                                                   max_new_tokens=49152),
                                       data=configs.nano30b_shared_data(),
                                       init_checkpoint=configs.NANO30B_BASE_CHECKPOINT)
     raise ValueError(f"unknown preset {preset!r} for experiments/grpo.py; known: tiny, nano30b")

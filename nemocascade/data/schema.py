@@ -13,6 +13,7 @@ expected.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 ROLES = ("system", "user", "assistant", "tool", "response_1", "response_2")
@@ -21,6 +22,24 @@ PROMPT_ROLES = ("system", "user", "tool", "response_1", "response_2")
 
 def _fail(where: str, message: str) -> None:
     raise ValueError(f"{where}: {message}" if where else message)
+
+
+def normalize_tool_call(call: Any) -> Any:
+    """``{"name", "arguments": dict}`` from that shape, OpenAI's ``{"function": {"name", "arguments"}}`` or the
+    Responses API's ``{"type": "function_call", "name", "arguments"}``, where ``arguments`` may be a JSON
+    string (ValueError when it does not parse). Anything else is returned as it is, for
+    ``validate_tool_call`` to reject."""
+    if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
+        call = call["function"]
+    if not isinstance(call, Mapping):
+        return call
+    arguments = call.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ValueError(f"tool call arguments are not valid JSON ({e.msg})") from e
+    return {"name": call.get("name"), "arguments": arguments}
 
 
 def validate_tool_call(call: Any, where: str, field: str) -> None:

@@ -3,9 +3,13 @@
 Accepted row shapes (one JSON object per line; blank lines are ignored):
   * SFT conversations: ``{"messages": [{"role", "content", ...}, ...], ...}`` (OpenAI chat format);
   * RL prompts: ``{"domain": str, "prompt": str | [messages], ...domain fields}`` or the same with
-    ``"messages"``, or the released data's ``{"responses_create_params": {"input": str | [messages]}, ...}``.
-Rows become examples ``{"domain", "id", "messages", "origin": "path:line", **other fields}``; a missing
-``domain`` becomes ``"general"``, a missing ``id`` becomes ``"<file name>:<line>"``. Assistant messages
+    ``"messages"``, or the released data's ``{"responses_create_params": {"input": str | [messages],
+    "tools": [...]}, "agent_ref": {"name": ...}, ...}``.
+Rows become examples ``{"domain", "id", "messages", "origin": "path:line", **other fields}``; a row's
+``tools`` (else those of its ``responses_create_params``) are kept as ``tools`` (checked, and listed in the
+prompt's system turn). A missing ``domain`` comes from a NeMo Gym ``agent_ref.name`` whose row format a reward
+fn here reads (``GYM_AGENT_DOMAINS``), else it becomes ``"general"``; a missing ``id`` becomes
+``"<file name>:<line>"``. Assistant messages
 may carry the reasoning as ``reasoning`` / ``reasoning_content`` or as a leading ``<think>...</think>``
 block in ``content``; tool calls may be ``{"name", "arguments"}`` or OpenAI's
 ``{"function": {"name", "arguments": JSON string}}``. Both are normalised to ``reasoning`` / ``{"name",
@@ -25,11 +29,14 @@ from typing import Any, Iterator, Mapping, Sequence
 from absl import logging
 
 from nemocascade.data import schema
-from nemocascade.data.chat_template import parse_assistant
+from nemocascade.data.chat_template import normalize_tool, parse_assistant
 from nemocascade.data.tokenizer import THINK_CLOSE
 
 ON_ERROR = ("raise", "skip")
 DEFAULT_DOMAIN = "general"
+# NeMo Gym agents whose rows carry the fields of one of this project's reward fns (same names and meaning).
+GYM_AGENT_DOMAINS = {"mcqa_simple_agent": "mcqa", "structured_outputs_simple_agent": "structured_output",
+                     "instruction_following_simple_agent": "if"}
 PROMPT_KEYS = ("messages", "prompt", "responses_create_params")
 
 
@@ -64,21 +71,6 @@ class JsonlExamples(Sequence[dict]):
         return iter(self.examples)
 
 
-def _normalize_tool_call(call: Any) -> Any:
-    if not isinstance(call, Mapping) or "function" not in call:
-        return call
-    function = call["function"]
-    if not isinstance(function, Mapping):
-        return call
-    arguments = function.get("arguments", {})
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"tool call arguments are not valid JSON ({e.msg})") from e
-    return {"name": function.get("name"), "arguments": arguments}
-
-
 def _normalize_message(message: Any) -> Any:
     if not isinstance(message, Mapping) or message.get("role") != "assistant":
         return message
@@ -94,7 +86,7 @@ def _normalize_message(message: Any) -> Any:
         message["reasoning"] = parse_assistant(reasoning + THINK_CLOSE)["reasoning"]
         message["content"] = rest.strip()
     if message.get("tool_calls") is not None and isinstance(message["tool_calls"], list):
-        message["tool_calls"] = [_normalize_tool_call(c) for c in message["tool_calls"]]
+        message["tool_calls"] = [schema.normalize_tool_call(c) for c in message["tool_calls"]]
     return message
 
 
@@ -115,6 +107,24 @@ def _messages_of(row: Mapping) -> Any:
     return messages
 
 
+def _tools_of(row: Mapping) -> list | None:
+    params = row.get("responses_create_params")
+    tools = row["tools"] if "tools" in row else params.get("tools") if isinstance(params, Mapping) else None
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise ValueError(f"'tools' must be a list of function specs, got {type(tools).__name__}")
+    for i, tool in enumerate(tools):
+        normalize_tool(tool, i)
+    return tools
+
+
+def _domain_of(row: Mapping) -> str:
+    agent = row.get("agent_ref")
+    name = agent.get("name") if isinstance(agent, Mapping) else None
+    return GYM_AGENT_DOMAINS.get(name, DEFAULT_DOMAIN)
+
+
 def example_from_row(row: Any, *, path: str, line: int) -> dict:
     """One validated example from a parsed JSONL row (raises ValueError describing the problem)."""
     if not isinstance(row, Mapping):
@@ -124,7 +134,10 @@ def example_from_row(row: Any, *, path: str, line: int) -> dict:
                          f"{sorted(row)[:10]}")
     example = {k: v for k, v in row.items() if k not in PROMPT_KEYS}
     example["messages"] = _messages_of(row)
-    example.setdefault("domain", DEFAULT_DOMAIN)
+    tools = _tools_of(row)
+    if tools:
+        example["tools"] = tools
+    example.setdefault("domain", _domain_of(row))
     if isinstance(example.get("id"), int):
         example["id"] = str(example["id"])
     example.setdefault("id", f"{os.path.basename(path)}:{line}")

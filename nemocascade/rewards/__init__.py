@@ -1,4 +1,5 @@
-"""Verifiable rewards by domain: math answers, instruction-following rules, code in a sandbox.
+"""Verifiable rewards by domain: math answers, instruction-following rules, code in a sandbox, and the
+multi-domain RL mix (multiple-choice letters, tool calls, structured output against a JSON Schema).
 
 ``get_reward_fn(domain, **options).score(samples) -> (rewards f32[N], infos)``; see ``base.py`` for the
 contract and the shaping options, ``registry.py`` for adding domains, ``SANDBOX.md`` for code isolation.
@@ -12,11 +13,15 @@ from nemocascade.rewards.code_sandbox import (Sandbox, SandboxError, SandboxLimi
 from nemocascade.rewards.if_reward import InstructionFollowingReward
 from nemocascade.rewards.math_reward import MathReward
 from nemocascade.rewards.math_verify import MathVerifier, extract_answer, extract_boxed
+from nemocascade.rewards.mcqa_reward import MultipleChoiceReward
 from nemocascade.rewards.registry import get_reward_fn, register, registered_domains
+from nemocascade.rewards.structured_output_reward import StructuredOutputReward
 from nemocascade.rewards.thinking import split_thinking
+from nemocascade.rewards.tool_call_reward import ToolCallReward
 
 __all__ = [
-    "CodeReward", "InstructionFollowingReward", "MathReward", "MathVerifier", "RewardFn", "Sandbox", "SandboxError",
-    "SandboxLimits", "Shaping", "Submission", "SubmissionResult", "Verification", "extract_answer", "extract_boxed",
-    "extract_code", "get_reward_fn", "register", "registered_domains", "shared_sandbox", "split_thinking",
+    "CodeReward", "InstructionFollowingReward", "MathReward", "MathVerifier", "MultipleChoiceReward", "RewardFn",
+    "Sandbox", "SandboxError", "SandboxLimits", "Shaping", "StructuredOutputReward", "Submission", "SubmissionResult",
+    "ToolCallReward", "Verification", "extract_answer", "extract_boxed", "extract_code", "get_reward_fn", "register",
+    "registered_domains", "shared_sandbox", "split_thinking",
 ]

@@ -22,6 +22,9 @@ import numpy as np
 from nemocascade.rewards.thinking import split_thinking
 
 
+SAMPLE_FIELDS = ("response", "finished", "response_tokens", "rollout_group")
+
+
 @dataclasses.dataclass(frozen=True)
 class Verification:
     """A domain's verdict on one answer: ``reward`` in [0, 1], ``reason`` ("" when fully correct)."""
@@ -73,12 +76,12 @@ class Shaping:
 class RewardFn:
     """Base class: validates samples, strips reasoning, calls the domain's ``verify_batch``, shapes.
 
-    Subclasses set ``domain`` and ``required_fields`` (example field -> type) and implement ``verify``
-    (or ``verify_batch`` for parallel checks). Keyword options: ``require_thinking`` (see
+    Subclasses set ``domain`` and ``required_fields`` (example field -> type or tuple of types) and implement
+    ``verify`` (or ``verify_batch`` for parallel checks). Keyword options: ``require_thinking`` (see
     ``thinking.split_thinking``) and the ``Shaping`` fields.
     """
     domain = ""
-    required_fields: dict[str, type] = {}
+    required_fields: dict[str, type | tuple[type, ...]] = {}
 
     def __init__(self, *, require_thinking: bool = False, **shaping: Any):
         if not isinstance(require_thinking, bool):
@@ -97,20 +100,25 @@ class RewardFn:
         return [self.verify(s, a) for s, a in zip(samples, answers)]
 
     # ---------------------------------------------------------------- the contract
+    def _check_fields(self, index: int, sample: Any, fields: dict) -> None:
+        if not isinstance(sample, dict):
+            raise TypeError(f"samples[{index}] must be a dict, got {type(sample).__name__}")
+        for name, kind in fields.items():
+            kind_name = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+            if name not in sample:
+                raise ValueError(f"samples[{index}] has no field {name!r} ({kind_name}), "
+                                 f"required by the {self.domain!r} reward")
+            if not isinstance(sample[name], kind):
+                raise TypeError(f"samples[{index}][{name!r}] must be {kind_name}, "
+                                f"got {type(sample[name]).__name__}")
+        self.validate_example(index, sample)
+
     def _validate(self, samples) -> list[dict]:
         if isinstance(samples, dict) or not isinstance(samples, Sequence):
             raise TypeError(f"samples must be a list of dicts, got {type(samples).__name__}")
         fields = {"response": str, **self.required_fields}
         for i, sample in enumerate(samples):
-            if not isinstance(sample, dict):
-                raise TypeError(f"samples[{i}] must be a dict, got {type(sample).__name__}")
-            for name, kind in fields.items():
-                if name not in sample:
-                    raise ValueError(f"samples[{i}] has no field {name!r} ({kind.__name__}), "
-                                     f"required by the {self.domain!r} reward")
-                if not isinstance(sample[name], kind):
-                    raise TypeError(f"samples[{i}][{name!r}] must be {kind.__name__}, "
-                                    f"got {type(sample[name]).__name__}")
+            self._check_fields(i, sample, fields)
             if "finished" in sample and not isinstance(sample["finished"], (bool, np.bool_)):
                 raise TypeError(f"samples[{i}]['finished'] must be bool, got {sample['finished']!r}")
             if self.shaping.max_response_tokens is not None:
@@ -118,8 +126,18 @@ class RewardFn:
                 if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)):
                     raise ValueError(f"samples[{i}] needs an int 'response_tokens' for the overlong penalty "
                                      f"(max_response_tokens is set), got {tokens!r}")
-            self.validate_example(i, sample)
         return list(samples)
+
+    def check_examples(self, examples: Sequence[dict]) -> None:
+        """Checks the task fields ``score`` will need (all but those of a sampled response: ``SAMPLE_FIELDS``)
+        before any rollout; the error names the example's ``origin`` (``path:line``) or ``id``."""
+        fields = {k: v for k, v in self.required_fields.items() if k not in SAMPLE_FIELDS}
+        for example in examples:
+            try:
+                self._check_fields(0, example, fields)
+            except (TypeError, ValueError) as exc:
+                where = example.get("origin") or f"example {example.get('id')!r}"
+                raise type(exc)(f"{where} ({self.domain!r} reward): {exc}".replace("samples[0]", "the row")) from None
 
     def score(self, samples: Sequence[dict]) -> tuple[np.ndarray, list[dict]]:
         """Rewards f32[N] and one info dict per sample (see the module docstring)."""

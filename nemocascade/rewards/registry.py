@@ -12,6 +12,9 @@ from typing import Any, Callable
 from nemocascade.rewards.code_reward import CodeReward
 from nemocascade.rewards.if_reward import InstructionFollowingReward
 from nemocascade.rewards.math_reward import MathReward
+from nemocascade.rewards.mcqa_reward import MultipleChoiceReward
+from nemocascade.rewards.structured_output_reward import StructuredOutputReward
+from nemocascade.rewards.tool_call_reward import ToolCallReward
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}
 _LOCK = threading.Lock()
@@ -49,3 +52,6 @@ def get_reward_fn(domain: str, **options: Any):
 register("math", MathReward)
 register("if", InstructionFollowingReward)
 register("code", CodeReward)
+register("mcqa", MultipleChoiceReward)
+register("structured_output", StructuredOutputReward)
+register("tool_call", ToolCallReward)

@@ -10,8 +10,10 @@ from nemocascade.rollout import Rollouts
 
 
 def encode_prompts(examples: Sequence[dict], tokenizer, *, thinking: bool) -> list[list[int]]:
-    """Renders each example's prompt conversation (ending in the assistant header) and tokenizes it."""
-    return [tokenizer.encode(data_lib.render_prompt(ex["messages"], thinking=thinking)) for ex in examples]
+    """Renders each example's prompt conversation (with its ``tools``, if any, listed in the system turn;
+    ending in the assistant header) and tokenizes it."""
+    return [tokenizer.encode(data_lib.render_prompt(ex["messages"], tools=ex.get("tools"), thinking=thinking))
+            for ex in examples]
 
 
 def decode_samples(rollouts: Rollouts, examples: Sequence[dict], tokenizer, *, num_samples: int) -> list[dict]:

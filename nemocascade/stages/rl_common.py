@@ -66,6 +66,20 @@ def rl_examples(rl: ml_collections.ConfigDict, seed: int) -> list[dict]:
     return examples
 
 
+def check_examples(examples: Sequence[dict], reward_fns: dict) -> None:
+    """Before any rollout: every example's domain has a reward fn and carries the fields that fn needs
+    (ValueError naming the first bad row's ``path:line``), rather than a failure at the step that draws it."""
+    by_domain: dict[str, list[dict]] = {}
+    for example in examples:
+        by_domain.setdefault(example["domain"], []).append(example)
+    for domain, rows in sorted(by_domain.items()):
+        if domain not in reward_fns:
+            where = rows[0].get("origin") or f"example {rows[0]['id']!r}"
+            raise ValueError(f"{where}: {len(rows)} prompt(s) of domain {domain!r}, which has no reward fn; "
+                             f"rl.domains gives {sorted(reward_fns)}")
+        reward_fns[domain].check_examples(rows)
+
+
 def reference_params(ctx: runtime.StageContext, initial_params=None):
     """The frozen KL reference: ``initial_params`` as given (no copy; the train state holds its own buffers), or
     the params the stage's random init from ``ctx.config.seed`` starts from (built again: one params set)."""
@@ -104,6 +118,8 @@ class RLStage:
             raise ValueError(f"rl.max_prompt_tokens + rl.max_new_tokens = {self.width} exceeds "
                              f"model.max_seq_len = {self.ctx.model_cfg.max_seq_len}")
         runtime.check_sequence_split(self.ctx.mesh, self.width, "rl.max_prompt_tokens + rl.max_new_tokens")
+        runtime.check_batch_split(self.ctx.mesh, rl.prompts_per_step * rl.num_samples,
+                                  "rl.prompts_per_step * rl.num_samples")
         self.reward_fns = self.make_reward_fns()
 
     def make_reward_fns(self) -> dict:
@@ -151,9 +167,10 @@ class RLStage:
     def run(self, *, initial_params=None):
         ctx, rl = self.ctx, self.config.rl
         # One global prompt stream on every process (same rollouts everywhere): see runtime.put_global_batch.
-        prompt_iter = iter(data_lib.make_prompt_dataset(rl_examples(rl, self.config.seed),
-                                                        batch_size=rl.prompts_per_step, seed=self.config.seed,
-                                                        shard_index=0, shard_count=1))
+        examples = rl_examples(rl, self.config.seed)
+        check_examples(examples, self.reward_fns)
+        prompt_iter = iter(data_lib.make_prompt_dataset(examples, batch_size=rl.prompts_per_step,
+                                                        seed=self.config.seed, shard_index=0, shard_count=1))
         state, state_shardings = runtime.init_or_restore_state(ctx, initial_params=initial_params,
                                                                data_iterator=prompt_iter)
         if rl.kl_coef > 0:

@@ -10,6 +10,7 @@ are written by process 0 only, and batches go onto the mesh through :func:`put_g
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Mapping
 
@@ -85,6 +86,15 @@ def check_sequence_split(mesh: jax.sharding.Mesh, row_width: int, field: str) ->
     if row_width % ways:
         raise ValueError(f"{field} = {row_width} is not a multiple of mesh.sequence = {ways}: sequence "
                          f"parallelism splits every training row's tokens {ways} ways")
+
+
+def check_batch_split(mesh: jax.sharding.Mesh, num_rows: int, field: str) -> None:
+    """A ValueError unless the mesh's batch axes (``sharding.batch_axes``) divide a global batch of ``num_rows``
+    rows (config ``field``): every device holds an equal share of the rows."""
+    ways = math.prod(mesh.shape[axis] for axis in sharding_lib.batch_axes(mesh))
+    if num_rows % ways:
+        raise ValueError(f"{field} = {num_rows} rows is not a multiple of the {ways} devices of the mesh's batch "
+                         f"axes {sharding_lib.batch_axes(mesh)}")
 
 
 def init_or_restore_state(ctx: StageContext, *, initial_params=None, data_iterator=None):

@@ -1,5 +1,6 @@
 """ChatML rendering (thinking / non-thinking, tools), parsing round trips, and the token-level loss mask."""
 import itertools
+import json
 
 import pytest
 
@@ -146,14 +147,22 @@ def _masked_runs(tok, ids, mask):
     return runs + ([tok.decode(current)] if current else [])
 
 
+def _answer_text(reply) -> str:
+    """The reply's content and tool calls in the documented format (written out here, not by the template)."""
+    calls = ["<tool_call>\n<function=%s>\n%s</function>\n</tool_call>" % (call["name"], "".join(
+        f"<parameter={k}>\n{v if isinstance(v, str) else json.dumps(v)}\n</parameter>\n"
+        for k, v in call["arguments"].items())) for call in reply.get("tool_calls", [])]
+    return "\n".join(([reply["content"]] if reply["content"] else []) + calls)
+
+
 def test_loss_mask_covers_exactly_the_assistant_completions(tok):
     for example in _all_examples():
         *prompt, reply = example["messages"]           # a user turn (judge: and the two answers to compare)
         thinking_ids, thinking_mask = ct.render_tokens(example["messages"], tok, thinking=True)
         assert _masked_runs(tok, thinking_ids, thinking_mask) == [
-            f"{reply['reasoning']}\n</think>\n{reply['content']}<|im_end|>"]
+            f"{reply['reasoning']}\n</think>\n{_answer_text(reply)}<|im_end|>"]
         plain_ids, plain_mask = ct.render_tokens(example["messages"], tok, thinking=False)
-        assert _masked_runs(tok, plain_ids, plain_mask) == [f"{reply['content']}<|im_end|>"]
+        assert _masked_runs(tok, plain_ids, plain_mask) == [f"{_answer_text(reply)}<|im_end|>"]
         unmasked = tok.decode([t for t, m in zip(plain_ids, plain_mask) if not m])
         assert unmasked == ("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in prompt)
                             + "<|im_start|>assistant\n<think></think>\n")

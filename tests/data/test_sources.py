@@ -48,6 +48,22 @@ def test_normalises_reasoning_and_openai_tool_calls(tmp_path):
     assert messages[5] == {"role": "assistant", "reasoning": "Polite.", "content": "You are welcome."}
 
 
+def test_released_rows_keep_their_tools_and_take_the_domain_of_their_gym_agent(tmp_path):
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object",
+                                                                       "properties": {"city": {"type": "string"}}}}
+    gym = {"responses_create_params": {"input": [{"role": "user", "content": "Weather in Oslo?"}], "tools": [tool]},
+           "ground_truth": [{"name": "get_weather", "arguments": '{"city": "Oslo"}'}]}
+    mcqa = {"responses_create_params": {"input": "Pick one.\nA: x\nB: y"}, "options": [{"A": "x"}, {"B": "y"}],
+            "expected_answer": "B", "agent_ref": {"type": "responses_api_agents", "name": "mcqa_simple_agent"}}
+    structured = {**mcqa, "agent_ref": {"name": "structured_outputs_simple_agent"}}
+    unknown = {**mcqa, "agent_ref": {"name": "workplace_assistant_simple_agent"}}
+    rows = read_jsonl(_write(tmp_path, [json.dumps(r) for r in (
+        {**gym, "domain": "tool_call"}, mcqa, structured, unknown, {**gym, "tools": [], "domain": "tool_call"})]))
+    assert rows[0]["tools"] == [tool] and "responses_create_params" not in rows[0]
+    assert [r["domain"] for r in rows] == ["tool_call", "mcqa", "structured_output", "general", "tool_call"]
+    assert "tools" not in rows[1] and rows[4]["tools"] == []  # a row's own 'tools' comes first
+
+
 BAD_LINES = [
     ('{"messages": [', "invalid JSON"),
     ('["a", "list"]', "a row must be a JSON object, got list"),
@@ -59,6 +75,9 @@ BAD_LINES = [
     (b'{"prompt": "\xff\xfe"}', "not valid UTF-8"),
     ('{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", '
      '"arguments": "{oops"}}]}]}', "tool call arguments are not valid JSON"),
+    ('{"responses_create_params": {"input": "x", "tools": [{"type": "function"}]}}', r"tools\[0\] must be an object "
+     "with a non-empty 'name'"),
+    ('{"prompt": "x", "tools": {"name": "f"}}', "'tools' must be a list"),
 ]
 
 

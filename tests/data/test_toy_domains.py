@@ -1,14 +1,15 @@
 """Toy domains: determinism, disjoint splits, schema, and reference answers checked independently."""
+import json
 import random
 import re
 
 import pytest
 
 from nemocascade.data import schema
-from nemocascade.data.chat_template import render
+from nemocascade.data.chat_template import assistant_completion, render
 from nemocascade.data.tokenizer import load_tokenizer
 from nemocascade.data.toy import DOMAINS, chat, common, instruct, judge, toy_examples, toy_sft_examples
-from nemocascade.rewards import pairwise_judge
+from nemocascade.rewards import get_reward_fn, pairwise_judge
 
 N = 150
 
@@ -47,15 +48,17 @@ def test_schema_and_sft_pairs(domain, sft):
         assert {k: v for k, v in example.items() if k != "messages"} == {k: v for k, v in prompt.items()
                                                                           if k != "messages"}
         reply = example["messages"][-1]
-        assert reply["role"] == "assistant" and reply["content"] and reply["reasoning"]
+        assert reply["role"] == "assistant" and (reply["content"] or reply.get("tool_calls")) and reply["reasoning"]
 
 
 @pytest.mark.parametrize("domain", sorted(DOMAINS))
 def test_conversations_are_short(domain, sft):
     tok = load_tokenizer("")
-    lengths = [len(tok.encode(render(e["messages"], thinking=thinking))) for e in sft[domain]
+    lengths = [len(tok.encode(render(e["messages"], tools=e.get("tools"), thinking=thinking))) for e in sft[domain]
                for thinking in (True, False)]
-    assert max(lengths) <= (200 if domain == "judge" else 160), max(lengths)     # judge: two answers too
+    # judge: two answers too; structured_output: the schema; tool_call: the tools block (the tiny model has 512)
+    limit = {"judge": 200, "structured_output": 220, "tool_call": 460}.get(domain, 160)
+    assert max(lengths) <= limit, max(lengths)
 
 
 # ------------------------------------------------------------------------------------------------ math
@@ -246,3 +249,40 @@ def test_exhausted_domain_says_so():
         return common.ToyTask(prompt=f"q{rng.randint(0, 9)}", fields={}, reference={})
     with pytest.raises(ValueError, match=r"produced only \d+ distinct train prompts"):
         common.generate_tasks("tiny", draw, "train", 50, seed=0)
+
+
+# ------------------------------------------------------------------------- the multi-domain RL mix
+def test_mcqa_references_pick_the_option_holding_the_sum(sft):
+    for example in sft["mcqa"]:
+        a, b = map(int, re.match(r"What is (\d+) \+ (\d+)\?", _prompt(example)).groups())
+        shown = dict(re.findall(r"^([A-D]): (\d+)$", _prompt(example), re.MULTILINE))
+        assert len(shown) == 4 and sorted(shown.values()) == sorted({v for o in example["options"] for v in o.values()})
+        assert [k for k, v in shown.items() if int(v) == a + b] == [example["expected_answer"]]
+        assert example["messages"][-1]["content"] == f"\\boxed{{{example['expected_answer']}}}"
+
+
+def test_tool_call_references_call_convert_with_the_asked_arguments(sft):
+    for example in sft["tool_call"]:
+        amount, source, target = re.search(r"(\d+) ([A-Z]{3}) (?:to|in) ([A-Z]{3})", _prompt(example)).groups()
+        call = {"name": "convert", "arguments": {"amount": int(amount), "source": source, "target": target}}
+        assert example["messages"][-1]["tool_calls"] == [call] == example["ground_truth"]
+        assert [t["name"] for t in example["tools"]] == ["convert"] and source != target
+
+
+def test_structured_output_references_hold_the_schema_keys_and_the_stated_values(sft):
+    for example in sft["structured_output"]:
+        name, age, city = re.match(r"(\w+) is (\d+) and lives in (\w+)\.", _prompt(example)).groups()
+        keys = list(json.loads(example["schema"])["properties"])
+        answer = json.loads(example["messages"][-1]["content"])
+        assert list(answer) == keys and 2 <= len(keys) <= 3
+        assert answer == {k: v for k, v in {"name": name, "age": int(age), "city": city}.items() if k in keys}
+
+
+@pytest.mark.parametrize("domain", ["mcqa", "tool_call", "structured_output"])
+def test_references_earn_the_full_reward_and_near_misses_do_not(domain, sft):
+    fn = get_reward_fn(domain)
+    reference = [{**e, "response": assistant_completion(e["messages"][-1], thinking=True)} for e in sft[domain]]
+    values, infos = fn.score(reference)
+    assert values.min() == 1.0, [i["reason"] for i in infos if i["reason"]][:3]
+    shuffled = [{**r, "response": reference[(i + 1) % len(reference)]["response"]} for i, r in enumerate(reference)]
+    assert fn.score(shuffled)[0].mean() < 0.5   # another row's answer is mostly wrong here

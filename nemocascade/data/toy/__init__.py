@@ -7,10 +7,11 @@ fields); ``toy_sft_examples`` gives the same prompts with the reference assistan
 """
 from __future__ import annotations
 
-from nemocascade.data.toy import arithmetic, chat, code, instruct, judge
+from nemocascade.data.toy import arithmetic, chat, choice, code, instruct, judge, structured, tools
 from nemocascade.data.toy.common import SPLITS, generate_tasks
 
-DOMAINS = {"math": arithmetic.draw, "if": instruct.draw, "code": code.draw, "chat": chat.draw, "judge": judge.draw}
+DOMAINS = {"math": arithmetic.draw, "if": instruct.draw, "code": code.draw, "chat": chat.draw, "judge": judge.draw,
+           "mcqa": choice.draw, "tool_call": tools.draw, "structured_output": structured.draw}
 SPLIT_DOMAINS = {"judge": "chat"}    # a judge transcript is in the split of its chat question
 
 
