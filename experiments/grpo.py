@@ -12,6 +12,8 @@ Presets (``--config=experiments/grpo.py:PRESET``):
     Released rows take their domain from their NeMo Gym ``agent_ref`` (``data.sources.GYM_AGENT_DOMAINS``) or
     a ``domain`` field; a row that none of the three reads (e.g. a multi-step tool environment's, which needs
     its tools executed) is refused before the first rollout, naming its ``path:line``.
+  tiny_recipe_mix: the same verifiers at toy scale: SFT, then GRPO, on the toy ``mcqa`` / ``tool_call`` /
+    ``structured_output`` domains (measured in BENCHMARKS.md).
 """
 import ml_collections
 
@@ -20,6 +22,7 @@ from nemocascade import configs
 ORDER = ("sft", "multi_domain_rl")
 DOMAINS = ("math", "if", "code")
 RECIPE_MIX = ("mcqa", "tool_call", "structured_output")
+MIX_PROMPT_TOKENS, MIX_NEW_TOKENS = 352, 96   # tiny_recipe_mix: the tool prompts, a tool call or a JSON record
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -40,4 +43,19 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                                                                    max_new_tokens=49152),
                                       data=configs.nano30b_shared_data(),
                                       init_checkpoint=configs.NANO30B_BASE_CHECKPOINT)
-    raise ValueError(f"unknown preset {preset!r} for experiments/grpo.py; known: tiny, nano30b")
+    if preset == "tiny_recipe_mix":
+        return configs.cascade_config(name="grpo", model="tiny", mesh=configs.mesh_config(), order=ORDER,
+                                      stages=_tiny_recipe_mix_stages(),
+                                      eval_cfg=configs.eval_config(domains=RECIPE_MIX, max_new_tokens=MIX_NEW_TOKENS),
+                                      data=configs.shared_data_config())
+    raise ValueError(f"unknown preset {preset!r} for experiments/grpo.py; known: tiny, nano30b, tiny_recipe_mix")
+
+
+def _tiny_recipe_mix_stages() -> dict:
+    """SFT on the toy mcqa / tool_call / structured_output domains (512-token rows: a tool prompt is ~340 tokens),
+    then GRPO on them; the toy domains mix equally, not 55 / 30 / 15."""
+    sft = configs.tiny_sft_stage()
+    sft["data"].update(toy_mix="mcqa=3000,tool_call=3000,structured_output=3000", seq_len=512)
+    return {"sft": configs.stage("sft", **sft),
+            "multi_domain_rl": configs.tiny_rl_stage("grpo", domains=RECIPE_MIX, max_prompt_tokens=MIX_PROMPT_TOKENS,
+                                                     max_new_tokens=MIX_NEW_TOKENS)}

@@ -90,8 +90,9 @@ class RewardFn:
         self.shaping = Shaping(**shaping)
 
     # ---------------------------------------------------------------- domain hooks
-    def validate_example(self, index: int, sample: dict) -> None:
-        """Domain-specific checks beyond field types (raise ValueError naming ``samples[index]``)."""
+    def validate_example(self, where: str, sample: dict) -> None:
+        """Domain-specific checks beyond field types; errors start with ``where`` (e.g. ``samples[3]``), which
+        names the sample, followed by the field (``samples[3]['tests']``)."""
 
     def verify(self, sample: dict, answer: str) -> Verification:
         raise NotImplementedError
@@ -100,25 +101,23 @@ class RewardFn:
         return [self.verify(s, a) for s, a in zip(samples, answers)]
 
     # ---------------------------------------------------------------- the contract
-    def _check_fields(self, index: int, sample: Any, fields: dict) -> None:
+    def _check_fields(self, where: str, sample: Any, fields: dict) -> None:
         if not isinstance(sample, dict):
-            raise TypeError(f"samples[{index}] must be a dict, got {type(sample).__name__}")
+            raise TypeError(f"{where} must be a dict, got {type(sample).__name__}")
         for name, kind in fields.items():
             kind_name = " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
             if name not in sample:
-                raise ValueError(f"samples[{index}] has no field {name!r} ({kind_name}), "
-                                 f"required by the {self.domain!r} reward")
+                raise ValueError(f"{where} has no field {name!r} ({kind_name}), required by the {self.domain!r} reward")
             if not isinstance(sample[name], kind):
-                raise TypeError(f"samples[{index}][{name!r}] must be {kind_name}, "
-                                f"got {type(sample[name]).__name__}")
-        self.validate_example(index, sample)
+                raise TypeError(f"{where}[{name!r}] must be {kind_name}, got {type(sample[name]).__name__}")
+        self.validate_example(where, sample)
 
     def _validate(self, samples) -> list[dict]:
         if isinstance(samples, dict) or not isinstance(samples, Sequence):
             raise TypeError(f"samples must be a list of dicts, got {type(samples).__name__}")
         fields = {"response": str, **self.required_fields}
         for i, sample in enumerate(samples):
-            self._check_fields(i, sample, fields)
+            self._check_fields(f"samples[{i}]", sample, fields)
             if "finished" in sample and not isinstance(sample["finished"], (bool, np.bool_)):
                 raise TypeError(f"samples[{i}]['finished'] must be bool, got {sample['finished']!r}")
             if self.shaping.max_response_tokens is not None:
@@ -133,11 +132,8 @@ class RewardFn:
         before any rollout; the error names the example's ``origin`` (``path:line``) or ``id``."""
         fields = {k: v for k, v in self.required_fields.items() if k not in SAMPLE_FIELDS}
         for example in examples:
-            try:
-                self._check_fields(0, example, fields)
-            except (TypeError, ValueError) as exc:
-                where = example.get("origin") or f"example {example.get('id')!r}"
-                raise type(exc)(f"{where} ({self.domain!r} reward): {exc}".replace("samples[0]", "the row")) from None
+            where = example.get("origin") or f"example {example.get('id')!r}"
+            self._check_fields(f"{where} ({self.domain!r} reward): the row", example, fields)
 
     def score(self, samples: Sequence[dict]) -> tuple[np.ndarray, list[dict]]:
         """Rewards f32[N] and one info dict per sample (see the module docstring)."""

@@ -45,11 +45,11 @@ class CodeReward(RewardFn):
         self.aggregate = aggregate
         self.sandbox = sandbox or shared_sandbox(limits, isolation=isolation, max_workers=max_workers)
 
-    def validate_example(self, index: int, sample: dict) -> None:
+    def validate_example(self, where: str, sample: dict) -> None:
         if not sample["tests"] or not all(isinstance(t, str) for t in sample["tests"]):
-            raise ValueError(f"samples[{index}]['tests'] must be a non-empty list of str statements")
+            raise ValueError(f"{where}['tests'] must be a non-empty list of str statements")
         if not isinstance(sample.get("entry_point", ""), str):
-            raise TypeError(f"samples[{index}]['entry_point'] must be str, got {sample['entry_point']!r}")
+            raise TypeError(f"{where}['entry_point'] must be str, got {sample['entry_point']!r}")
 
     def verify_batch(self, samples: Sequence[dict], answers: Sequence[str]) -> list[Verification]:
         codes = [extract_code(a) for a in answers]

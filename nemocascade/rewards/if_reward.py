@@ -24,11 +24,11 @@ class InstructionFollowingReward(RewardFn):
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         self.mode, self.aggregate = mode, aggregate
 
-    def validate_example(self, index: int, sample: dict) -> None:
+    def validate_example(self, where: str, sample: dict) -> None:
         try:
             ifeval.validate_instructions(sample["instruction_id_list"], sample["kwargs"])
         except (ValueError, TypeError) as exc:
-            raise type(exc)(f"samples[{index}]: {exc}") from None
+            raise type(exc)(f"{where}: {exc}") from None
 
     def verify(self, sample: dict, answer: str) -> Verification:
         results = ifeval.check_instructions(answer, sample["instruction_id_list"], sample["kwargs"])

@@ -110,17 +110,17 @@ class MultipleChoiceReward(RewardFn):
     domain = "mcqa"
     required_fields = {"options": (list, dict), "expected_answer": str}
 
-    def validate_example(self, index: int, sample: dict) -> None:
-        options = option_texts(sample["options"], f"samples[{index}]['options']")
+    def validate_example(self, where: str, sample: dict) -> None:
+        options = option_texts(sample["options"], f"{where}['options']")
         if sample["expected_answer"].strip().upper() not in options:
-            raise ValueError(f"samples[{index}]['expected_answer'] = {sample['expected_answer']!r} is not one of "
+            raise ValueError(f"{where}['expected_answer'] = {sample['expected_answer']!r} is not one of "
                              f"the option letters {sorted(options)}")
         mode = sample.get("grading_mode") or GRADING_MODES[0]
         if mode not in GRADING_MODES:
-            raise ValueError(f"samples[{index}]['grading_mode'] = {mode!r}; expected one of {GRADING_MODES}")
+            raise ValueError(f"{where}['grading_mode'] = {mode!r}; expected one of {GRADING_MODES}")
         metadata = sample.get("template_metadata")
         if metadata is not None and not isinstance(metadata, Mapping):
-            raise ValueError(f"samples[{index}]['template_metadata'] must be an object, got {metadata!r:.60}")
+            raise ValueError(f"{where}['template_metadata'] must be an object, got {metadata!r:.60}")
 
     def verify(self, sample: dict, answer: str) -> Verification:
         options = option_texts(sample["options"])

@@ -82,8 +82,7 @@ class StructuredOutputReward(RewardFn):
         text = schema if isinstance(schema, str) else json.dumps(schema, sort_keys=True)
         return _parsed_schema(text, self.strict)
 
-    def validate_example(self, index: int, sample: dict) -> None:
-        where = f"samples[{index}]"
+    def validate_example(self, where: str, sample: dict) -> None:
         schema = _schema_text(sample)
         if not isinstance(schema, (str, dict)):
             raise ValueError(f"{where} needs 'schema' (a JSON Schema as a JSON string or an object), got "

@@ -28,12 +28,17 @@ AGGREGATES = ("all", "fraction")
 _MALFORMED = {"name": None, "arguments": None}
 
 
-def expected_calls(ground_truth: Sequence[Any], tools: Sequence[Any] | None, where: str = "ground_truth") -> list:
-    """The expected calls as the template carries them (rendered, then parsed back with ``tools``' types)."""
+def expected_calls(ground_truth: Sequence[Any], tools: Sequence[Any] | None, where: str = "") -> list:
+    """The expected calls as the template carries them (rendered, then parsed back with ``tools``' types);
+    a malformed call is a ValueError starting with ``where``."""
     calls = []
     for i, call in enumerate(ground_truth):
-        call = schema.normalize_tool_call(call)
-        schema.validate_tool_call(call, where, f"ground_truth[{i}]")
+        field = f"ground_truth[{i}]"
+        try:
+            call = schema.normalize_tool_call(call)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {field}: {exc}" if where else f"{field}: {exc}") from None
+        schema.validate_tool_call(call, where, field)
         calls.extend(parse_assistant(render_tool_call(call), tools=tools)["tool_calls"])
     return calls
 
@@ -80,11 +85,11 @@ class ToolCallReward(RewardFn):
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         self.ordered, self.aggregate = ordered, aggregate
 
-    def validate_example(self, index: int, sample: dict) -> None:
+    def validate_example(self, where: str, sample: dict) -> None:
         tools = sample.get("tools")
         if tools is not None and not isinstance(tools, list):
-            raise ValueError(f"samples[{index}]['tools'] must be a list, got {type(tools).__name__}")
-        expected_calls(sample["ground_truth"], tools, f"samples[{index}]")
+            raise ValueError(f"{where}['tools'] must be a list, got {type(tools).__name__}")
+        expected_calls(sample["ground_truth"], tools, where)
 
     def verify(self, sample: dict, answer: str) -> Verification:
         tools = sample.get("tools")

@@ -56,6 +56,15 @@ def score_rewards(samples: Sequence[dict], reward_fns: dict) -> tuple[np.ndarray
     return rewards, infos
 
 
+def domain_rewards(samples: Sequence[dict], rewards: np.ndarray, num_domains: int) -> dict[str, float]:
+    """``reward_<domain>``: the mean reward of each domain's rollouts in the batch, when the stage has more than
+    one domain (the metrics writer averages each one over the steps whose batch had that domain)."""
+    if num_domains < 2:
+        return {}
+    domains = np.array([s["domain"] for s in samples])
+    return {f"reward_{d}": float(rewards[domains == d].mean()) for d in sorted(set(domains))}
+
+
 def rl_examples(rl: ml_collections.ConfigDict, seed: int) -> list[dict]:
     """Training prompts: ``rl.jsonl`` if set, else the toy domains of ``rl.domains`` (mixed)."""
     if rl.jsonl:
@@ -161,7 +170,8 @@ class RLStage:
             batch["mask"] = batch["mask"] * (np.asarray(weights) > 0)[:, None]
         host_metrics = {"reward": float(rewards.mean()),
                         "response_length": float(rollouts.response_lengths.mean()),
-                        "finished_fraction": float(rollouts.finished.mean()), **host_metrics}
+                        "finished_fraction": float(rollouts.finished.mean()), **host_metrics,
+                        **domain_rewards(samples, rewards, len(set(rl.domains)))}
         return batch, host_metrics
 
     def run(self, *, initial_params=None):

@@ -5,8 +5,10 @@ The rows come as NeMo Gym writes them (``responses_create_params`` with the prom
 verifier, and refuses a bad row (naming ``path:line``) before drawing any rollout.
 """
 import json
+import os
 
 import jax
+import numpy as np
 import pytest
 
 from nemocascade import configs
@@ -33,7 +35,8 @@ DOMAINS = ("mcqa", "structured_output", "tool_call")
 
 def _stage_config(jsonl):
     stage = configs.tiny_rl_stage("grpo", domains=DOMAINS, steps=1, prompts_per_step=4, num_samples=2,
-                                  max_new_tokens=8, max_prompt_tokens=224, filter_uniform_groups=False)
+                                  max_new_tokens=8, max_prompt_tokens=224, filter_uniform_groups=False,
+                                  unfinished_reward_zero=False)
     stage.rl.jsonl = jsonl
     config = configs.cascade_config(name="mdrl", model="tiny", mesh=configs.mesh_config(), order=("grpo",),
                                     stages={"grpo": stage}, data=configs.shared_data_config(),
@@ -62,20 +65,34 @@ def test_grpo_scores_each_domain_with_its_verifier(tmp_path, monkeypatch):
 
     def score_rewards(samples, reward_fns):
         rewards, infos = real_score(samples, reward_fns)
-        for sample, info in zip(samples, infos):
-            scored.setdefault(sample["domain"], []).append((type(reward_fns[sample["domain"]]).__name__, info))
+        for sample, info, reward in zip(samples, infos, rewards):
+            scored.setdefault(sample["domain"], []).append((type(reward_fns[sample["domain"]]).__name__, info,
+                                                            float(reward)))
         return rewards, infos
 
     monkeypatch.setattr(rl_common, "score_rewards", score_rewards)
     config = _stage_config(_write(tmp_path / "mdrl.jsonl", ROWS + [{**ROWS[0], "expected_answer": "A"}]))
     ctx, state = grpo.GRPOStage(config, str(tmp_path / "run")).run()
     assert int(jax.device_get(state.step)) == 1
-    assert {d: sorted({name for name, _ in v}) for d, v in scored.items()} == {
+    assert {d: sorted({name for name, _, _ in v}) for d, v in scored.items()} == {
         "mcqa": ["MultipleChoiceReward"], "structured_output": ["StructuredOutputReward"],
         "tool_call": ["ToolCallReward"]}
     assert [len(scored[d]) for d in DOMAINS] == [4, 2, 2]  # two MCQA prompts, num_samples rollouts each
-    assert all("extracted" in info for _, info in scored["mcqa"])
-    assert all("calls" in info for _, info in scored["tool_call"])
+    assert all("extracted" in info for _, info, _ in scored["mcqa"])
+    assert all("calls" in info for _, info, _ in scored["tool_call"])
+    with open(os.path.join(ctx.workdir, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f][-1]
+    for domain in DOMAINS:     # each domain's mean reward, logged beside the batch's
+        rewards = [reward for _, _, reward in scored[domain]]
+        assert logged[f"reward_{domain}"] == pytest.approx(sum(rewards) / len(rewards))
+
+
+def test_domain_rewards_are_per_domain_means_for_a_multi_domain_stage():
+    samples = [{"domain": d} for d in ("mcqa", "tool_call", "mcqa", "mcqa", "structured_output", "tool_call")]
+    rewards = np.array([1.0, 0.0, 0.0, 0.5, 1.0, 1.0], np.float32)
+    assert rl_common.domain_rewards(samples, rewards, 3) == {"reward_mcqa": 0.5, "reward_structured_output": 1.0,
+                                                             "reward_tool_call": 0.5}
+    assert rl_common.domain_rewards(samples[:1], rewards[:1], 1) == {}
 
 
 def test_a_batch_the_mesh_cannot_split_is_refused(tmp_path):
@@ -100,3 +117,20 @@ def test_a_bad_row_is_refused_before_any_rollout(tmp_path, monkeypatch, bad_row,
     config = _stage_config(_write(tmp_path / "mdrl.jsonl", [ROWS[1], bad_row]))
     with pytest.raises(ValueError, match=message):
         grpo.GRPOStage(config, str(tmp_path / "run")).run()
+
+
+def test_tiny_recipe_mix_preset_fits_its_toy_prompts_and_conversations():
+    from experiment_testing import load_experiment
+
+    config = load_experiment("grpo").get_config("tiny_recipe_mix")
+    sft, rl = (pipeline.stage_config(config, name) for name in ("sft", "multi_domain_rl"))
+    assert sorted(rl.rl.domains) == sorted(config.eval.domains) == list(DOMAINS)
+    tokenizer = data_lib.load_tokenizer(config.data.tokenizer)
+    for domain in DOMAINS:
+        for split in ("train", "heldout"):
+            prompts = encode_prompts(data_lib.toy_examples(domain, split, 64), tokenizer, thinking=False)
+            assert max(map(len, prompts)) <= rl.rl.max_prompt_tokens, (domain, split)
+        conversations = data_lib.toy_sft_examples(domain, "train", 64)
+        longest = max(len(tokenizer.encode(data_lib.render(e["messages"], tools=e.get("tools"), thinking=False)))
+                      for e in conversations)
+        assert longest <= sft.data.seq_len, domain

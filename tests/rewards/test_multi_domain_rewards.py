@@ -145,7 +145,7 @@ def test_tool_call_rows_are_checked():
     fn = rewards.get_reward_fn("tool_call")
     with pytest.raises(ValueError, match=r"ground_truth\[0\].name must be a non-empty string"):
         fn.score([_tool("x", [{"arguments": {}}])])
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match=r"samples\[0\]: ground_truth\[0\]: tool call arguments are not valid JSON"):
         fn.score([_tool("x", [{"name": "f", "arguments": "{oops"}])])
     with pytest.raises(TypeError, match=r"\['ground_truth'\] must be list"):
         fn.score([_tool("x", PARIS)])
