@@ -22,7 +22,7 @@ from nemocascade import configs
 ORDER = ("sft", "multi_domain_rl")
 DOMAINS = ("math", "if", "code")
 RECIPE_MIX = ("mcqa", "tool_call", "structured_output")
-MIX_PROMPT_TOKENS, MIX_NEW_TOKENS = 352, 96   # tiny_recipe_mix: the tool prompts, a tool call or a JSON record
+MIX_PROMPT_TOKENS, MIX_NEW_TOKENS = 352, 112  # tiny_recipe_mix: the tool prompts; reasoning + a call or a record
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
@@ -47,15 +47,16 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         return configs.cascade_config(name="grpo", model="tiny", mesh=configs.mesh_config(), order=ORDER,
                                       stages=_tiny_recipe_mix_stages(),
                                       eval_cfg=configs.eval_config(domains=RECIPE_MIX, max_new_tokens=MIX_NEW_TOKENS),
-                                      data=configs.shared_data_config())
+                                      data=configs.shared_data_config(thinking=True))
     raise ValueError(f"unknown preset {preset!r} for experiments/grpo.py; known: tiny, nano30b, tiny_recipe_mix")
 
 
 def _tiny_recipe_mix_stages() -> dict:
     """SFT on the toy mcqa / tool_call / structured_output domains (512-token rows: a tool prompt is ~340 tokens),
-    then GRPO on them; the toy domains mix equally, not 55 / 30 / 15."""
+    then GRPO on them, in thinking mode (the reference reasoning adds the MCQA sum before the letter); the toy
+    domains mix equally, not 55 / 30 / 15."""
     sft = configs.tiny_sft_stage()
-    sft["data"].update(toy_mix="mcqa=3000,tool_call=3000,structured_output=3000", seq_len=512)
-    return {"sft": configs.stage("sft", **sft),
-            "multi_domain_rl": configs.tiny_rl_stage("grpo", domains=RECIPE_MIX, max_prompt_tokens=MIX_PROMPT_TOKENS,
-                                                     max_new_tokens=MIX_NEW_TOKENS)}
+    sft["data"].update(toy_mix="mcqa=3000,tool_call=3000,structured_output=3000", seq_len=512, thinking=True)
+    rl = configs.tiny_rl_stage("grpo", domains=RECIPE_MIX, learning_rate=5e-5, max_prompt_tokens=MIX_PROMPT_TOKENS,
+                               max_new_tokens=MIX_NEW_TOKENS)
+    return {"sft": configs.stage("sft", **sft), "multi_domain_rl": rl}

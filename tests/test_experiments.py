@@ -117,3 +117,17 @@ def test_one_override_sets_the_tokenizer_of_every_nano30b_stage(name):
     with pytest.raises(ValueError, match=rf"stage '{first}': data.tokenizer='/models/other' differs from the "
                                          rf"cascade's data.tokenizer='/models/nano'"):
         pipeline.stage_config(config, first)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "nano30b"])
+def test_every_stage_renders_in_the_cascades_thinking_mode(preset):
+    """An SFT stage in one mode and RL stages in the other would train the policy on answers to prompts it is
+    never given (the assistant prefix differs): a stage's own ``data.thinking`` must equal the cascade's."""
+    for name in [n for n in FILES if n not in ("sft", "reward_model")]:
+        config = load_experiment(name).get_config(preset)
+        assert {cfg.data.thinking for _, cfg in stage_configs(config)} == {config.data.thinking}, name
+    config = load_experiment("grpo").get_config(preset)
+    config.stages.sft.data.thinking = not config.data.thinking
+    with pytest.raises(ValueError, match=rf"stage 'sft': data.thinking={not config.data.thinking} differs from "
+                                         rf"the cascade's data.thinking={config.data.thinking}"):
+        pipeline.stage_config(config, "sft")

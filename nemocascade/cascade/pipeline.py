@@ -60,6 +60,10 @@ def stage_config(config: ml_collections.ConfigDict, name: str) -> ml_collections
             raise ValueError(f"stage {name!r}: data.tokenizer={value!r} differs from the cascade's data.tokenizer="
                              f"{data.tokenizer!r}; every stage shares one tokenizer (MOPD teachers score the same "
                              f"ids): set it once as data.tokenizer")
+        if key == "thinking" and value != data.thinking:
+            raise ValueError(f"stage {name!r}: data.thinking={value!r} differs from the cascade's data.thinking="
+                             f"{data.thinking!r}; every stage renders prompts and answers in one mode (an SFT policy "
+                             f"trained in the other mode has never seen the RL prompts' assistant prefix)")
         data[key] = value
     merged.data = data
     return merged

@@ -88,7 +88,8 @@ def extract_choice(answer: str, options: dict[str, str], *, grading_mode: str = 
         except re.error:
             matches = None
         if matches is not None:
-            letter = matches[-1].group(1).strip().upper() if matches and matches[-1].groups() else None
+            found = matches[-1].groups()[:1] if matches else ()
+            letter = found[0].strip().upper() if found and found[0] else None
             return letter if letter in options else None
     if grading_mode == "lenient_answer_colon":
         matches = _ANSWER_COLON.findall(answer)

@@ -34,6 +34,7 @@ import numpy as np
 from nemocascade import data as data_lib
 from nemocascade import rewards as rewards_lib
 from nemocascade import sharding as sharding_lib
+from nemocascade.data.sources import DEFAULT_DOMAIN
 from nemocascade.rollout import generate
 from nemocascade.stages import policy, runtime
 from nemocascade.stages.prompts import decode_samples, encode_prompts
@@ -84,8 +85,10 @@ def check_examples(examples: Sequence[dict], reward_fns: dict) -> None:
     for domain, rows in sorted(by_domain.items()):
         if domain not in reward_fns:
             where = rows[0].get("origin") or f"example {rows[0]['id']!r}"
+            hint = (f" (a row with no 'domain' field gets {domain!r} unless its agent_ref names an agent of "
+                    f"data.sources.GYM_AGENT_DOMAINS)" if domain == DEFAULT_DOMAIN else "")
             raise ValueError(f"{where}: {len(rows)} prompt(s) of domain {domain!r}, which has no reward fn; "
-                             f"rl.domains gives {sorted(reward_fns)}")
+                             f"rl.domains gives {sorted(reward_fns)}{hint}")
         reward_fns[domain].check_examples(rows)
 
 

@@ -17,6 +17,7 @@ from nemocascade.cascade import pipeline
 from nemocascade.data.sources import example_from_row
 from nemocascade.stages import grpo, rl_common
 from nemocascade.stages.prompts import encode_prompts
+from nemocascade.stages.sft import parse_toy_mix
 
 SMALL_MODEL = dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, expert_hidden_size=32, max_seq_len=256)
 TOOL = {"type": "function", "name": "get_weather",
@@ -106,7 +107,7 @@ def test_a_batch_the_mesh_cannot_split_is_refused(tmp_path):
 @pytest.mark.parametrize("bad_row,message", [
     ({**ROWS[0], "expected_answer": "C"}, r"mdrl.jsonl:2 \('mcqa' reward\): the row\['expected_answer'\] = 'C'"),
     ({**ROWS[0], "agent_ref": {"name": "workplace_assistant_simple_agent"}},
-     r"mdrl.jsonl:2: 1 prompt\(s\) of domain 'general', which has no reward fn"),
+     r"mdrl.jsonl:2: 1 prompt\(s\) of domain 'general', which has no reward fn.*GYM_AGENT_DOMAINS"),
     ({**ROWS[2], "schema_type": "xml"}, r"mdrl.jsonl:2 \('structured_output' reward\): .*'xml' needs xmltodict"),
 ])
 def test_a_bad_row_is_refused_before_any_rollout(tmp_path, monkeypatch, bad_row, message):
@@ -128,9 +129,12 @@ def test_tiny_recipe_mix_preset_fits_its_toy_prompts_and_conversations():
     tokenizer = data_lib.load_tokenizer(config.data.tokenizer)
     for domain in DOMAINS:
         for split in ("train", "heldout"):
-            prompts = encode_prompts(data_lib.toy_examples(domain, split, 64), tokenizer, thinking=False)
+            prompts = encode_prompts(data_lib.toy_examples(domain, split, 64), tokenizer, thinking=True)
             assert max(map(len, prompts)) <= rl.rl.max_prompt_tokens, (domain, split)
         conversations = data_lib.toy_sft_examples(domain, "train", 64)
-        longest = max(len(tokenizer.encode(data_lib.render(e["messages"], tools=e.get("tools"), thinking=False)))
+        longest = max(len(tokenizer.encode(data_lib.render(e["messages"], tools=e.get("tools"), thinking=True)))
                       for e in conversations)
         assert longest <= sft.data.seq_len, domain
+    # The toy domains hold as many distinct train prompts as the preset draws (else a ValueError says so).
+    for domain, count in parse_toy_mix(sft.data.toy_mix).items():
+        data_lib.toy_examples(domain, "train", max(count, rl.rl.prompts_per_domain))

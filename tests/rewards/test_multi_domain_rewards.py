@@ -60,6 +60,9 @@ def test_mcqa_output_regex_comes_first_and_a_bad_one_falls_back():
     values, infos = fn.score(samples)
     np.testing.assert_array_equal(values, [1.0, 0.0, 1.0])
     assert [i["extracted"] for i in infos] == ["B", None, "B"]
+    options = mcqa_reward.option_texts(OPTIONS)
+    assert mcqa_reward.extract_choice("Final: B", options, output_regex="Final: [A-Z]") is None  # no group
+    assert mcqa_reward.extract_choice("Final: B", options, output_regex="Final: (x)?") is None  # group unmatched
 
 
 def test_mcqa_rows_are_checked():

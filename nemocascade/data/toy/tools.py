@@ -12,7 +12,7 @@ import random
 from nemocascade.data.toy.common import ToyTask
 
 CURRENCIES = ("USD", "EUR", "JPY", "GBP", "INR")
-MAX_AMOUNT = 200
+MAX_AMOUNT = 100
 TOOLS = [{"type": "function", "name": "convert", "description": "Converts money",
           "parameters": {"type": "object", "required": ["amount", "source", "target"],
                          "properties": {"amount": {"type": "integer"}, "source": {"type": "string"},
