@@ -10,10 +10,12 @@ is trained (backbone from the latest policy) just before RLHF, which scores with
 Multi-domain RL: at nano30b on RECIPE.md's mix (MCQA / tool calling / structured output, their own verifiers;
 ``experiments/grpo.py`` says how released rows are read); the tiny preset keeps math / if / code.
 
-Long-context RL: there is no long-context stage kind (its LLM judge is not modelled), so
-``long_context_rl`` is a ``grpo`` stage on math + if with long responses (and, at nano30b, 32K-token inputs).
-It is defined in every preset but left out of the default order; the ``*_long_context`` presets put it
-between RLHF and code RL, where the paper has it.
+Long-context RL (``experiments/long_context_rl.py``): GRPO on the judged domain ``long_context``, rewarded by an
+LLM judge of each answer against the reference answer. It is left out of the default order; the
+``*_long_context`` presets put it between RLHF and code RL, where the paper has it. At toy scale its judge is the
+``lc_judge`` stage (SFT from ``sft`` on toy answer-judge transcripts; the SFT stage also learns the toy lookups);
+at nano30b ``stages.long_context_rl.rl.judge.checkpoint`` is REQUIRED (e.g. an instruct model imported with
+``nemocascade.hf.convert``).
 
 Presets (``--config=experiments/cascade.py:PRESET``):
   tiny (default): the tiny MoE on the toy domains, CPU (tens of minutes on two cores).
@@ -26,23 +28,27 @@ import ml_collections
 from nemocascade import configs
 
 ORDER = ("sft", "if_rl", "multi_domain_rl", "mopd", "reward_model", "rlhf", "code_rl")
-LONG_CONTEXT_ORDER = ORDER[:6] + ("long_context_rl",) + ORDER[6:]
+TINY_LONG_CONTEXT_ORDER = ORDER[:6] + ("lc_judge", "long_context_rl") + ORDER[6:]
+NANO30B_LONG_CONTEXT_ORDER = ORDER[:6] + ("long_context_rl",) + ORDER[6:]
 DOMAINS = ("math", "if", "code")
 RECIPE_MIX = ("mcqa", "tool_call", "structured_output")   # RECIPE.md's multi-domain RL data (see experiments/grpo.py)
 PRESETS = ("tiny", "nano30b", "tiny_long_context", "nano30b_long_context")
 
 
-def _tiny_stages() -> dict:
+def _tiny_stages(*, long_context: bool) -> dict:
+    sft = configs.tiny_chat_sft_stage()
+    if long_context:
+        sft.data.toy_mix += ",long_context=3000"
     return {
-        "sft": configs.tiny_chat_sft_stage(),
+        "sft": sft,
         "if_rl": configs.tiny_rl_stage("grpo", domains=("if",)),
         "multi_domain_rl": configs.tiny_rl_stage("grpo", domains=DOMAINS, learning_rate=5e-5),
         "mopd": configs.tiny_rl_stage("mopd", domains=DOMAINS, learning_rate=5e-5, num_samples=4,
                                       aggregation="seq_mean_token_mean"),
         "reward_model": configs.stage("reward_model", **configs.tiny_reward_model_stage()),
         "rlhf": configs.tiny_rlhf_stage(),
-        "long_context_rl": configs.tiny_rl_stage("grpo", domains=("math", "if"), prompts_per_step=4,
-                                                 max_new_tokens=320),
+        "lc_judge": configs.tiny_answer_judge_stage(init_from="sft"),
+        "long_context_rl": configs.tiny_long_context_rl_stage(judge_stage="lc_judge"),
         "code_rl": configs.tiny_rl_stage("grpo", domains=("code",), top_p=0.95),
     }
 
@@ -60,8 +66,7 @@ def _nano30b_stages() -> dict:
                                          checkpoint_every=4),
         "reward_model": configs.stage("reward_model", **configs.nano30b_reward_model_stage(tokenizer="")),
         "rlhf": configs.nano30b_rlhf_stage(),
-        "long_context_rl": configs.nano30b_rl_stage("grpo", domains=("math", "if"), jsonl="long_context_rl.jsonl",
-                                                    steps=30, max_new_tokens=49152, max_prompt_tokens=32768),
+        "long_context_rl": configs.nano30b_long_context_rl_stage(),
         "code_rl": configs.nano30b_rl_stage("grpo", domains=("code",), jsonl="code_rl.jsonl", steps=22,
                                             max_new_tokens=120832, top_p=0.95),   # 118K-token responses
     }
@@ -70,11 +75,14 @@ def _nano30b_stages() -> dict:
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} for experiments/cascade.py; known: {', '.join(PRESETS)}")
-    order = LONG_CONTEXT_ORDER if preset.endswith("_long_context") else ORDER
+    long_context = preset.endswith("_long_context")
     if preset.startswith("tiny"):
+        order = TINY_LONG_CONTEXT_ORDER if long_context else ORDER
         return configs.cascade_config(name="cascade", model="tiny", mesh=configs.mesh_config(), order=order,
-                                      stages=_tiny_stages(), eval_cfg=configs.eval_config(domains=DOMAINS),
+                                      stages=_tiny_stages(long_context=long_context),
+                                      eval_cfg=configs.eval_config(domains=DOMAINS),
                                       data=configs.shared_data_config())
+    order = NANO30B_LONG_CONTEXT_ORDER if long_context else ORDER
     return configs.cascade_config(name="cascade", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
                                   order=order, stages=_nano30b_stages(),
                                   eval_cfg=configs.eval_config(domains=DOMAINS, num_examples=512,

@@ -10,6 +10,9 @@ import dataclasses
 
 import ml_collections
 
+from nemocascade.data.judge_prompts import EQUAL_LABEL, NOT_EQUAL_LABEL
+from nemocascade.data.toy.lookup import ANSWER_REGEX as LOOKUP_ANSWER_REGEX
+from nemocascade.data.toy.lookup import QUESTION_REGEX as LOOKUP_QUESTION_REGEX
 from nemocascade.model import presets
 
 
@@ -136,18 +139,21 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
         teachers=ml_collections.ConfigDict(),  # MOPD: domain -> checkpoint dir (filled from the ledger)
         teacher_stages="",               # MOPD: pinned teachers "math=sft,if=if_rl"; other domains: best in ledger
         reward_model="",                 # RLHF: a reward_model stage's checkpoint dir (a cascade fills it)
-        judge=judge_config(),            # RLHF: a generative pairwise judge instead (judge.checkpoint set)
+        judge=judge_config(),            # an LLM judge: RLHF's pairwise one, or judged domains' (long_context)
     )
     rl.update(overrides)
     return ml_collections.ConfigDict(rl)
 
 
 def judge_config(**overrides) -> ml_collections.ConfigDict:
-    """RLHF's generative pairwise judge (``rewards/pairwise_judge.py``), used instead of a Bradley-Terry reward
-    model when ``checkpoint`` is set. Defaults: every pair of a prompt's rollouts judged once, greedily; no
-    length terms (RECIPE.md names a length normalisation and a conciseness bonus, not their sizes)."""
+    """An LLM judge (``rewards/judge_model.py``). An ``rlhf`` stage with ``checkpoint`` set scores with it as a
+    generative pairwise judge (``rewards/pairwise_judge.py``) instead of a Bradley-Terry reward model; any RL stage
+    with a judged domain (``rewards.JUDGED_DOMAINS``: ``long_context``) scores that domain's answers against the
+    reference answer with it (``rewards/answer_judge.py``). Defaults: greedy verdicts; pairwise: every pair of a
+    prompt's rollouts judged once, no length terms (RECIPE.md names a length normalisation and a conciseness bonus,
+    not their sizes); answer judge: NeMo Gym's ``equivalence_llm_judge`` labels, no swap check."""
     judge = dict(
-        checkpoint="",                   # a checkpoint dir of this project (e.g. a HF GenRM imported with hf.convert)
+        checkpoint="",                   # a checkpoint dir of this project (e.g. a HF model imported with hf.convert)
         stage="",                        # in a cascade: an earlier stage whose final checkpoint is the judge
         tokenizer="",                    # "" = the one saved with the checkpoint (data.tokenizer), else the stage's
         strategy="all_pairs",            # or "circular": rollout i vs i+1 (G comparisons per prompt)
@@ -161,6 +167,15 @@ def judge_config(**overrides) -> ml_collections.ConfigDict:
         length_penalty=0.0,              # score -= length_penalty * (n - mean n) / mean n (answer tokens, per group)
         conciseness_bonus=0.0,           # the shortest of the top ``top_fraction`` answers of a group gets this
         top_fraction=0.2,
+        # the answer judge of judged domains (rewards/answer_judge.py)
+        template="",                     # the judge's user turn: {question} {expected_answer} {generated_answer};
+                                         # "" = data.judge_prompts.ANSWER_JUDGE_TEMPLATE
+        equal_label=EQUAL_LABEL,         # the verdict labels ("[[A=B]]", "[[A!=B]]"); the first in the answer counts
+        not_equal_label=NOT_EQUAL_LABEL,
+        question_regex="",               # what of the last user turn the judge sees ("" = all): last match, group 1
+        answer_regex="",                 # what of the final answer the judge sees ("" = all)
+        check_twice_swap=False,          # an equal verdict is checked again with the two answers swapped
+        reward_if_swap_fails=0.0,        # the reward when that second verdict is not equal
     )
     judge.update(overrides)
     return ml_collections.ConfigDict(judge)
@@ -322,12 +337,23 @@ def tiny_chat_sft_stage() -> ml_collections.ConfigDict:
 
 
 def tiny_judge_sft_stage(*, init_from: str = "") -> ml_collections.ConfigDict:
-    """A tiny generative pairwise judge: SFT from ``init_from``'s final params on toy ``judge`` transcripts (a
+    """A tiny generative pairwise judge: SFT from ``init_from``'s final params on 3000 toy ``judge`` transcripts (a
     ``chat`` question, its chosen and rejected answers as ``response_1`` / ``response_2`` in a random order, the
     verdict JSON; ``data/toy/judge.py``)."""
     fields = tiny_sft_stage()
     fields["data"].toy_mix = "judge=3000"
     fields["train"].update(steps=150, log_every=10, checkpoint_every=50)
+    return stage("sft", init_from=init_from, **fields)
+
+
+def tiny_answer_judge_stage(*, init_from: str = "") -> ml_collections.ConfigDict:
+    """A tiny answer judge of toy ``long_context`` answers: SFT from ``init_from``'s final params on 20000 toy
+    ``answer_judge`` transcripts (``data/toy/answer_verdicts.py``), 600 steps: about 7 CPU minutes, its verdicts
+    on the SFT policy's answers 93% right (2026-12-07). Its verdicts only leave chance after ~300 steps (with 3000
+    transcripts they did not in 600)."""
+    fields = tiny_sft_stage()
+    fields["data"].toy_mix = "answer_judge=20000"
+    fields["train"].update(steps=600, log_every=50, checkpoint_every=200)
     return stage("sft", init_from=init_from, **fields)
 
 
@@ -352,6 +378,41 @@ def nano30b_judge() -> dict:
     return dict(checkpoint="REQUIRED: path/to/genrm_checkpoint (nemocascade.hf.convert import)",
                 strategy="all_pairs", thinking=True, max_new_tokens=16384, temperature=0.6, top_p=0.95,
                 batch_size=512)
+
+
+def nano30b_answer_judge() -> dict:
+    """``rl.judge`` fields of a nano30b stage with a judged domain (long-context RL). NeMo Gym's long-context judge
+    (``equivalence_llm_judge``'s ``lc_judge``) reads the question after the document (``question_regex``) and
+    judges once (no swap check); its judge is the policy server. Here the judge is a checkpoint (e.g. an instruct
+    model imported with ``nemocascade.hf.convert``); a verdict without reasoning, greedy, 512 tokens, is ours."""
+    return dict(checkpoint="REQUIRED: path/to/judge_checkpoint (nemocascade.hf.convert import)",
+                question_regex=r"^QUESTION:\s*(.*)$|</text>\n\n(.*)$", max_new_tokens=512, batch_size=512)
+
+
+TINY_LOOKUP_PROMPT_TOKENS, TINY_LOOKUP_NEW_TOKENS = 96, 32   # a toy long_context prompt: <= 73 tokens; answer ~10
+
+
+def tiny_long_context_rl_stage(*, judge_stage: str) -> ml_collections.ConfigDict:
+    """Long-context RL at toy scale: GRPO on toy ``long_context`` lookups judged by the stage ``judge_stage`` (an
+    answer judge, ``tiny_answer_judge_stage``), which sees the question without the document and the answer's last
+    number; its budget holds one verdict (a label and its stop token). An equal verdict is checked again with the
+    answers swapped. At lr 2e-4 the policy learned the judge's mistakes (2026-12-07: judge reward 0.22 -> 0.27
+    while right answers fell 0.27 -> 0.16; BENCHMARKS.md)."""
+    stage = tiny_rl_stage("grpo", domains=("long_context",), learning_rate=5e-5,
+                          max_prompt_tokens=TINY_LOOKUP_PROMPT_TOKENS, max_new_tokens=TINY_LOOKUP_NEW_TOKENS)
+    stage.rl.judge.update(stage=judge_stage, max_new_tokens=12, question_regex=LOOKUP_QUESTION_REGEX,
+                          answer_regex=LOOKUP_ANSWER_REGEX, check_twice_swap=True)
+    return stage
+
+
+def nano30b_long_context_rl_stage() -> ml_collections.ConfigDict:
+    """RECIPE.md's long-context RL: 30 steps, 49K-token responses to inputs of up to 32K tokens, an LLM judge
+    (:func:`nano30b_answer_judge`) on the released-format rows of ``long_context_rl.jsonl`` (``messages``,
+    ``expected_answer``, ``domain: long_context``)."""
+    stage = nano30b_rl_stage("grpo", domains=("long_context",), jsonl="long_context_rl.jsonl", steps=30,
+                             max_new_tokens=49152, max_prompt_tokens=32768)
+    stage.rl.judge.update(nano30b_answer_judge())
+    return stage
 
 
 def tiny_reward_model_stage() -> dict:

@@ -78,8 +78,13 @@ def test_rl_stages_are_preceded_as_the_recipe_orders_them():
         order = load_experiment("cascade").get_config(preset).order
         assert order == ("sft", "if_rl", "multi_domain_rl", "mopd", "reward_model", "rlhf", "code_rl")
         long_context = load_experiment("cascade").get_config(f"{preset}_long_context")
-        assert long_context.order == order[:6] + ("long_context_rl",) + order[6:]
-        assert long_context.stages.long_context_rl.kind == "grpo"
+        judge = ("lc_judge",) if preset == "tiny" else ()         # the tiny answer judge; nano30b names a checkpoint
+        assert long_context.order == order[:6] + judge + ("long_context_rl",) + order[6:]
+        stage = long_context.stages.long_context_rl
+        assert stage.kind == "grpo" and stage.rl.domains == ("long_context",)
+    nano_long_context = load_experiment("cascade").get_config("nano30b_long_context").stages.long_context_rl
+    assert (nano_long_context.train.steps, nano_long_context.rl.max_new_tokens) == (30, 49152)      # RECIPE.md
+    assert nano_long_context.rl.max_prompt_tokens == 32768 and nano_long_context.rl.judge.checkpoint.startswith("REQ")
     code = load_experiment("cascade").get_config("nano30b").stages.code_rl
     assert (code.rl.domains, code.rl.top_p, code.train.steps) == (("code",), 0.95, 22)
     assert load_experiment("if_rl").get_config("nano30b").stages.if_rl.train.steps == 180

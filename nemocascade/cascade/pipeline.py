@@ -10,7 +10,8 @@ every domain of ``eval.domains`` is evaluated and appended to ``workdir/ledger.j
 ledger is skipped; an interrupted one resumes from its last checkpoint. A MOPD stage's teachers are, per domain,
 the stage pinned by ``rl.teacher_stages`` (``"math=sft,if=if_rl"``), else the best earlier ledger entry; an RLHF
 stage with a judge (``rl.judge.checkpoint``, or ``rl.judge.stage``: an earlier stage whose final checkpoint is
-the judge) scores with it, else with ``rl.reward_model`` or the latest earlier ``reward_model`` stage. At the end
+the judge) scores with it, else with ``rl.reward_model`` or the latest earlier ``reward_model`` stage; a stage
+with a judged domain (long-context RL's) scores that domain with its judge, named the same way. At the end
 (also when every stage was skipped) ``workdir/report.md`` and ``workdir/scores.png`` summarise the ledger.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nemocascade import sharding as sharding_lib
 from nemocascade.cascade import report
 from nemocascade.cascade.ledger import Ledger
 from nemocascade.checkpoint import restore_policy_params
+from nemocascade.rewards import JUDGED_DOMAINS
 from nemocascade.stages import evaluate, grpo, mopd, reward_model, rlhf, sft
 
 STAGE_RUNNERS = {"sft": sft.run, "grpo": grpo.run, "mopd": mopd.run, "reward_model": reward_model.run,
@@ -104,6 +106,7 @@ def _evaluate(config, stage_cfg, ctx, params) -> dict:
 def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
     ledger = Ledger(os.path.join(workdir, "ledger.json"), writer=jax.process_index() == 0)
     report.parse_branches(config)           # a bad ``compare`` fails now, not after every stage ran
+    check_judges(config)
     mesh = sharding_lib.make_mesh(config.mesh.to_dict())
     judges = judge_stages(config)
     done: list[str] = []
@@ -148,7 +151,7 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
         if teachers is not None:
             entry["teachers"] = {d: {"stage": e["stage"], "checkpoint_dir": e["checkpoint_dir"]}
                                  for d, e in teachers.items()}
-        if stage_cfg.kind == "rlhf" and stage_cfg.rl.judge.checkpoint:
+        if uses_judge(stage_cfg) and stage_cfg.rl.judge.checkpoint:
             entry["judge"] = {"stage": stage_cfg.rl.judge.stage or None,
                               "checkpoint_dir": stage_cfg.rl.judge.checkpoint}
         elif stage_cfg.kind == "rlhf":
@@ -170,6 +173,25 @@ def judge_stages(config: ml_collections.ConfigDict) -> set[str]:
     MOPD teacher."""
     own = [config.stages[n] for n in config.order if n in config.stages]
     return {s.rl.judge.stage for s in own if "rl" in s and "judge" in s.rl and s.rl.judge.stage}
+
+
+def uses_judge(stage_cfg) -> bool:
+    """Whether the stage may score with ``rl.judge``: an rlhf stage (its pairwise judge), or an RL stage with a
+    judged domain (their answer judge)."""
+    return "rl" in stage_cfg and (stage_cfg.kind == "rlhf" or bool(set(stage_cfg.rl.domains) & set(JUDGED_DOMAINS)))
+
+
+def check_judges(config: ml_collections.ConfigDict) -> None:
+    """Before the first stage runs: every stage of ``order`` with a judged domain names its judge (``rl.judge``
+    checkpoint or stage), rather than failing when that stage starts, after the earlier ones ran."""
+    for name in config.order:
+        own = config.stages.get(name)
+        if own is None or "rl" not in own or own.get("kind") == "rlhf":
+            continue
+        judged = sorted(set(own.rl.domains) & set(JUDGED_DOMAINS))
+        if judged and not own.rl.judge.checkpoint and not own.rl.judge.stage:
+            raise ValueError(f"stage {name!r}: rl.domains {judged} are scored by an LLM judge against the reference "
+                             f"answer; set stages.{name}.rl.judge.checkpoint or .stage")
 
 
 def _start_stage(stage_cfg, policies) -> str | None:
@@ -211,12 +233,12 @@ def _teachers(stage_cfg, ledger: Ledger, policies) -> dict[str, dict]:
 
 
 def _judge_checkpoint(stage_cfg, ledger: Ledger, done) -> str:
-    """The final checkpoint dir of the stage ``rl.judge.stage`` names (finished earlier in order), for an rlhf
-    stage that does not also give ``rl.judge.checkpoint``."""
+    """The final checkpoint dir of the stage ``rl.judge.stage`` names (finished earlier in order), for a stage
+    that judges (``uses_judge``) and does not also give ``rl.judge.checkpoint``."""
     judge = stage_cfg.rl.judge
-    if stage_cfg.kind != "rlhf":
+    if not uses_judge(stage_cfg):
         raise ValueError(f"stage {stage_cfg.name!r} of kind {stage_cfg.kind!r} sets rl.judge.stage, which only an "
-                         f"rlhf stage uses")
+                         f"rlhf stage or one with a judged domain {JUDGED_DOMAINS} in rl.domains uses")
     if judge.checkpoint:
         raise ValueError(f"stage {stage_cfg.name!r} sets both rl.judge.stage={judge.stage!r} and "
                          f"rl.judge.checkpoint={judge.checkpoint!r}; give one")

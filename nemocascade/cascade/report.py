@@ -124,15 +124,29 @@ def _reward_models(entries) -> list[str]:
              "|---|---|---|---|"] + [f"| {s} | {a:.3f} | {n} | {g:.3f} |" for s, a, n, g in rows])
 
 
+def _before_after(entries, key: str, title: str, what: str, scorer: str, scorer_of) -> list[str]:
+    """A table of the stages' own ``evaluation[key]`` (``{domain: {"before", "after", "num_examples"}}``), the
+    scorer of each named by ``scorer_of(entry)``; [] when no stage has one."""
+    rows = [(e["stage"], d, r, scorer_of(e)) for e in entries
+            for d, r in sorted(e.get("evaluation", {}).get(key, {}).items())]
+    if not rows:
+        return []
+    return (["", f"## {title}", "", what, "", f"| stage | domain | before | after | prompts | {scorer} |",
+             "|---|---|---|---|---|---|"]
+            + [f"| {s} | {d} | {_number(r['before'])} | {_number(r['after'])} | {r['num_examples']} | {m} |"
+               for s, d, r, m in rows])
+
+
+def _judged(entries) -> list[str]:
+    return _before_after(entries, "judge_score", "Judged domains",
+                         "The answer judge's mean reward of greedy answers to held-out prompts.", "judge",
+                         lambda e: e.get("judge", {}).get("stage") or e.get("judge", {}).get("checkpoint_dir", "–"))
+
+
 def _rlhf(entries) -> list[str]:
-    lines = []
-    rows = [(e["stage"], d, r, e.get("reward_model", {}).get("stage") or "–")
-            for e in entries for d, r in sorted(e.get("evaluation", {}).get("reward_model_score", {}).items())]
-    if rows:
-        lines += (["", "## RLHF", "", "The reward model's mean score of greedy answers to held-out prompts.", "",
-                   "| stage | domain | before | after | prompts | reward model |", "|---|---|---|---|---|---|"]
-                  + [f"| {s} | {d} | {_number(r['before'])} | {_number(r['after'])} | {r['num_examples']} | {m} |"
-                     for s, d, r, m in rows])
+    lines = _before_after(entries, "reward_model_score", "RLHF",
+                          "The reward model's mean score of greedy answers to held-out prompts.", "reward model",
+                          lambda e: e.get("reward_model", {}).get("stage") or "–")
     rows = [(e["stage"], d, r, e.get("judge", {}).get("checkpoint_dir", "–"))
             for e in entries for d, r in sorted(e.get("evaluation", {}).get("judge_win_rate", {}).items())]
     if rows:
@@ -210,7 +224,8 @@ def report_markdown(config: ml_collections.ConfigDict, entries, domains) -> str:
     lines += ["", "![pass@1 after each stage](scores.png)", "",
               "`scores.png`: each domain's pass@1 after every stage; x = the stage number (#) in the table, a stage "
               "without scores (a reward model) has no point."]
-    lines += _teachers(entries) + _reward_models(entries) + _rlhf(entries) + _comparison(config, entries)
+    lines += (_teachers(entries) + _reward_models(entries) + _rlhf(entries) + _judged(entries)
+              + _comparison(config, entries))
     return "\n".join(lines) + "\n"
 
 

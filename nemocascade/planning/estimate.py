@@ -139,7 +139,7 @@ class Plan:
                     "rl.max_new_tokens, or spread the rows over more devices")
         if term in ("judge_kv_cache", "judge_prefill"):
             return (f"fewer judge rows per sampler call (rl.judge.batch_size, now {wl.judge.rows}), a smaller "
-                    f"rl.judge.max_new_tokens, or shorter rollouts (the judge reads two whole responses)")
+                    f"rl.judge.max_new_tokens, or shorter rollouts (the judge reads whole responses)")
         tip = "lower rl.max_prompt_tokens or the rollout rows per device"
         if cfg.kernel_impl == "xla":
             tip += ("; use flash attention --config.model.kernel_impl=auto (the XLA path keeps one layer's f32 "

@@ -12,9 +12,11 @@ import math
 import ml_collections
 
 from nemocascade.rewards.pairwise_judge import comparison_pairs
+from nemocascade.rewards.registry import JUDGED_DOMAINS
 
 RL_KINDS = ("grpo", "mopd", "rlhf")
 KINDS = ("sft", "reward_model") + RL_KINDS
+ANSWER_JUDGE_TEMPLATE_TOKENS = 256  # an allowance for the answer judge's template and the reference answer
 JUDGE_TEMPLATE_TOKENS = 32   # an allowance for the judge prompt's ChatML headers around the prompt and the answers
 
 
@@ -43,11 +45,14 @@ class Workload:
       rollout: the sampling phase of RL stages, else None.
       resident_models: other models' params kept on device for the step (MOPD: one per distinct teacher,
         the number of domains when the ledger has not named them yet; RLHF: the reward model or the pairwise
-        judge, sized as the policy).
-      judge: RLHF with a pairwise judge (``rl.judge.checkpoint`` or ``rl.judge.stage``): one sampler call of the
-        judge, ``rl.judge.batch_size`` rows (the judge pads its last call) of the prompt budget, two whole
-        responses and ``JUDGE_TEMPLATE_TOKENS``, plus ``rl.judge.max_new_tokens``; else None.
-      judge_calls: the judge's sampler calls per step (its comparisons / ``rl.judge.batch_size``, rounded up).
+        judge; a stage with a judged domain: its answer judge; judges are sized as the policy).
+      judge: one sampler call of the judge, ``rl.judge.batch_size`` rows (the judge pads its last call) of
+        ``prompt_len + rl.judge.max_new_tokens``. RLHF with a pairwise judge (``rl.judge.checkpoint`` or
+        ``rl.judge.stage``): the prompt budget, two whole responses and ``JUDGE_TEMPLATE_TOKENS``; a stage with a
+        judged domain (``rewards.JUDGED_DOMAINS``): the prompt budget (the whole question), one whole response and
+        ``ANSWER_JUDGE_TEMPLATE_TOKENS``. Else None.
+      judge_calls: the judge's sampler calls per step (its comparisons, or its answers (twice with
+        ``check_twice_swap``: the worst case), / ``rl.judge.batch_size``, rounded up).
     """
 
     stage: str
@@ -98,11 +103,16 @@ def workload(config: ml_collections.ConfigDict, stage: str | None = None) -> Wor
         if kind == "mopd":
             named = set(dict(rl.teachers).values())
             resident = len(named) if named else len(rl.domains)
+        elif kind != "rlhf" and set(rl.domains) & set(JUDGED_DOMAINS):
+            resident = 1
+            _check_judge_batch(stage, rl)
+            judge_calls = math.ceil(rows / rl.judge.batch_size) * (2 if rl.judge.check_twice_swap else 1)
+            judge = Rollout(rows=rl.judge.batch_size, new_tokens=rl.judge.max_new_tokens,
+                            prompt_len=rl.max_prompt_tokens + rl.max_new_tokens + ANSWER_JUDGE_TEMPLATE_TOKENS)
         elif kind == "rlhf":
             resident = 1
             if rl.judge.checkpoint or rl.judge.stage:
-                if rl.judge.batch_size < 1:
-                    raise ValueError(f"stage {stage!r}: rl.judge.batch_size={rl.judge.batch_size}; expected >= 1")
+                _check_judge_batch(stage, rl)
                 per_prompt = comparison_pairs(rl.num_samples, rl.judge.strategy, swap_positions=rl.judge.swap_positions)
                 judge_calls = math.ceil(rl.prompts_per_step * len(per_prompt) / rl.judge.batch_size)
                 judge = Rollout(rows=rl.judge.batch_size, new_tokens=rl.judge.max_new_tokens,
@@ -115,3 +125,8 @@ def workload(config: ml_collections.ConfigDict, stage: str | None = None) -> Wor
                     grad_accum_steps=own.train.grad_accum_steps, optimizer=own.optimizer.name,
                     freeze_router=own.train.freeze_router, lm_head_loss=kind != "reward_model",
                     rollout=rollout, resident_models=resident, judge=judge, judge_calls=judge_calls)
+
+
+def _check_judge_batch(stage: str, rl) -> None:
+    if rl.judge.batch_size < 1:
+        raise ValueError(f"stage {stage!r}: rl.judge.batch_size={rl.judge.batch_size}; expected >= 1")

@@ -4,7 +4,8 @@ multi-domain RL mix (multiple-choice letters, tool calls, structured output agai
 ``get_reward_fn(domain, **options).score(samples) -> (rewards f32[N], infos)``; see ``base.py`` for the
 contract and the shaping options, ``registry.py`` for adding domains, ``SANDBOX.md`` for code isolation.
 RLHF scores with models under the same contract: ``reward_model.py`` (a Bradley-Terry scalar head) and
-``pairwise_judge.py`` (a generative judge comparing pairs of a prompt's rollouts).
+``pairwise_judge.py`` (a generative judge comparing pairs of a prompt's rollouts); the judged domains
+(``JUDGED_DOMAINS``: long-context RL's) with ``answer_judge.py`` (an LLM judge of the answer against the reference).
 """
 from nemocascade.rewards.base import RewardFn, Shaping, Verification
 from nemocascade.rewards.code_reward import CodeReward, extract_code
@@ -14,13 +15,14 @@ from nemocascade.rewards.if_reward import InstructionFollowingReward
 from nemocascade.rewards.math_reward import MathReward
 from nemocascade.rewards.math_verify import MathVerifier, extract_answer, extract_boxed
 from nemocascade.rewards.mcqa_reward import MultipleChoiceReward
-from nemocascade.rewards.registry import get_reward_fn, register, registered_domains
+from nemocascade.rewards.registry import JUDGED_DOMAINS, get_reward_fn, register, registered_domains
 from nemocascade.rewards.structured_output_reward import StructuredOutputReward
 from nemocascade.rewards.thinking import split_thinking
 from nemocascade.rewards.tool_call_reward import ToolCallReward
 
 __all__ = [
-    "CodeReward", "InstructionFollowingReward", "MathReward", "MathVerifier", "MultipleChoiceReward", "RewardFn",
+    "JUDGED_DOMAINS", "CodeReward", "InstructionFollowingReward", "MathReward", "MathVerifier", "MultipleChoiceReward",
+    "RewardFn",
     "Sandbox", "SandboxError", "SandboxLimits", "Shaping", "StructuredOutputReward", "Submission", "SubmissionResult",
     "ToolCallReward", "Verification", "extract_answer", "extract_boxed", "extract_code", "get_reward_fn", "register",
     "registered_domains", "shared_sandbox", "split_thinking",

@@ -6,8 +6,8 @@ rollouts of a prompt; scores are aggregated per response, length-normalised, wit
 module is that path (``rl.judge`` of an ``rlhf`` stage); the Bradley-Terry reward model (``reward_model.py``)
 is the cheaper stand-in.
 
-The judge is the same ``forward`` as the policy with other params (a checkpoint of this project, e.g. one
-imported from Hugging Face), run by the same sampler. Its input follows the GenRM format of NeMo Gym's
+The judge is a ``JudgeModel`` (``judge_model.py``: the policy's ``forward`` with other params, run by the same
+sampler). Its input follows the GenRM format of NeMo Gym's
 ``genrm_compare`` (Qwen3-Nemotron-235B-A22B-GenRM): the prompt's turns, then the two final answers as turns of
 the roles ``response_1`` and ``response_2``, then the assistant header; this project's ChatML template renders
 it (``judge_prompt``)::
@@ -45,19 +45,14 @@ import dataclasses
 import json
 import math
 import re
-import zlib
 from typing import Sequence
 
-import jax
 import numpy as np
 
-from nemocascade import model as model_lib
-from nemocascade.checkpoint import Checkpointer, restore_policy_params
 from nemocascade.data.chat_template import render_prompt
-from nemocascade.data.tokenizer import load_tokenizer
-from nemocascade.rewards.base import RewardFn, Verification
+from nemocascade.rewards.base import Verification
+from nemocascade.rewards.judge_model import JudgeModel, JudgeRewardFn
 from nemocascade.rewards.thinking import split_thinking
-from nemocascade.rollout import generate
 
 STRATEGIES = ("all_pairs", "circular")
 SCORE_RANGE = (1.0, 5.0)
@@ -174,7 +169,7 @@ def judge_prompt(messages: Sequence[dict], answer_1: str, answer_2: str, *, thin
 
 
 # ------------------------------------------------------------------------------------------ reward fn
-class PairwiseJudgeFn(RewardFn):
+class PairwiseJudgeFn(JudgeRewardFn):
     """The reward-fn contract backed by a generative judge (module docstring).
 
     A sample is ``{"messages", "response", "rollout_group": int, ...}``: rollouts with the same
@@ -184,88 +179,28 @@ class PairwiseJudgeFn(RewardFn):
     across calls.
 
     Args:
-      params: the judge's params (possibly sharded on ``mesh``).
-      cfg: the judge's model config.
-      tokenizer: the judge's tokenizer.
+      model: the ``JudgeModel`` (params, tokenizer, sampling).
       strategy, swap_positions: which comparisons (``comparison_pairs``).
       aggregation: ``Aggregation``.
-      max_new_tokens: the judge's budget per verdict; ``thinking``: its prompt opens a reasoning block.
-      temperature, top_p: the judge's sampling (0 = greedy). Sampled verdicts draw from a key derived from
-        ``seed`` and the judged token ids, so the same rollouts get the same verdicts (a resumed run too).
-      batch_size: comparisons per sampler call (the last call is padded), so it compiles once per prompt width.
-      mesh: if given, the judge's rows are split over its batch axes.
       options: ``RewardFn`` options (``require_thinking``, shaping).
     """
     domain = "chat"
     required_fields = {"messages": list, "rollout_group": int}
 
-    def __init__(self, params, cfg: model_lib.ModelConfig, tokenizer, *, strategy: str = "all_pairs",
-                 swap_positions: bool = False, aggregation: Aggregation = Aggregation(), max_new_tokens: int = 64,
-                 thinking: bool = False, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
-                 batch_size: int = 64, mesh=None, **options):
-        super().__init__(**options)
+    def __init__(self, model: JudgeModel, *, strategy: str = "all_pairs", swap_positions: bool = False,
+                 aggregation: Aggregation = Aggregation(), **options):
+        super().__init__(model, **options)
         comparison_pairs(2, strategy)                         # validates the strategy name
-        if max_new_tokens < 1 or batch_size < 1:
-            raise ValueError(f"judge max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
-        self.params, self.cfg, self.tokenizer, self.mesh = params, cfg, tokenizer, mesh
         self.strategy, self.swap_positions, self.aggregation = strategy, swap_positions, aggregation
-        self.max_new_tokens, self.thinking = max_new_tokens, thinking
-        self.temperature, self.top_p, self.seed, self.batch_size = temperature, top_p, seed, batch_size
-        self._verdicts = [0, 0]                              # (total, unparsed) since ``take_verdict_counts``
 
     @classmethod
     def from_settings(cls, judge, *, default_tokenizer: str = "", mesh=None, seed: int = 0) -> "PairwiseJudgeFn":
-        """The judge that ``judge`` (``configs.judge_config`` fields) names: the params and model config of the
-        latest step in ``judge.checkpoint``; the tokenizer ``judge.tokenizer``, else the one saved with the
-        checkpoint (``data.tokenizer`` of a stage's checkpoint, the source directory of a Hugging Face import),
-        else ``default_tokenizer``. A tokenizer with more ids than the judge's vocabulary is refused."""
-        checkpointer = Checkpointer(judge.checkpoint, async_save=False)
-        try:
-            if checkpointer.latest_step() is None:
-                raise ValueError(f"rl.judge.checkpoint={judge.checkpoint!r} holds no finished checkpoint")
-            saved = checkpointer.restore_config()
-        finally:
-            checkpointer.close()
-        cfg = model_lib.ModelConfig.from_dict(saved["model"])
-        tokenizer_path = (judge.tokenizer or saved.get("data", {}).get("tokenizer")
-                          or saved.get("hf", {}).get("source") or default_tokenizer)
-        tokenizer = load_tokenizer(tokenizer_path)
-        if tokenizer.vocab_size > cfg.vocab_size:
-            raise ValueError(f"rl.judge: the tokenizer {tokenizer_path or '(the toy one)'!r} has "
-                             f"{tokenizer.vocab_size} ids but the judge in {judge.checkpoint!r} only "
-                             f"{cfg.vocab_size}: set rl.judge.tokenizer to the judge's own tokenizer")
+        """The judge that ``judge`` (``configs.judge_config`` fields) names (``JudgeModel.from_settings``), with
+        its comparison and aggregation settings."""
         aggregation = Aggregation(tiebreak=judge.tiebreak, length_penalty=judge.length_penalty,
                                   conciseness_bonus=judge.conciseness_bonus, top_fraction=judge.top_fraction)
-        return cls(restore_policy_params(judge.checkpoint, cfg, mesh), cfg, tokenizer,
-                   strategy=judge.strategy, swap_positions=judge.swap_positions, aggregation=aggregation,
-                   max_new_tokens=judge.max_new_tokens, thinking=judge.thinking, temperature=judge.temperature,
-                   top_p=judge.top_p, seed=seed, batch_size=judge.batch_size, mesh=mesh)
-
-    def take_verdict_counts(self) -> tuple[int, int]:
-        """``(verdicts, unparsed verdicts)`` since the previous call (or since construction); resets both."""
-        counts, self._verdicts = tuple(self._verdicts), [0, 0]
-        return counts
-
-    def judge_texts(self, prompts: Sequence[Sequence[int]]) -> list[str]:
-        """The judge's output text for each prompt (token ids of ``judge_prompt``), ``batch_size`` at a time."""
-        limit = self.cfg.max_seq_len - self.max_new_tokens
-        for i, ids in enumerate(prompts):
-            if len(ids) > limit:
-                raise ValueError(f"judge prompt {i} has {len(ids)} tokens; the judge's max_seq_len "
-                                 f"{self.cfg.max_seq_len} minus its max_new_tokens {self.max_new_tokens} allows "
-                                 f"{limit} (shorten the rollouts or raise the judge's limits)")
-        texts = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = [list(p) for p in prompts[start:start + self.batch_size]]
-            padded = chunk + [chunk[0]] * (self.batch_size - len(chunk))
-            judged_ids = np.concatenate([np.asarray(p, np.int64) for p in chunk]).tobytes()
-            key = jax.random.fold_in(jax.random.PRNGKey(self.seed), zlib.crc32(judged_ids) & 0x7FFFFFFF)
-            rollouts = generate(self.params, self.cfg, padded, max_new_tokens=self.max_new_tokens,
-                                temperature=self.temperature, top_p=self.top_p,
-                                stop_tokens=(self.tokenizer.eos_id,), rng=key, mesh=self.mesh,
-                                pad_id=self.tokenizer.pad_id)
-            texts += [self.tokenizer.decode(ids) for ids in rollouts.responses()[:len(chunk)]]
-        return texts
+        return cls(JudgeModel.from_settings(judge, default_tokenizer=default_tokenizer, mesh=mesh, seed=seed),
+                   strategy=judge.strategy, swap_positions=judge.swap_positions, aggregation=aggregation)
 
     def verify_batch(self, samples: Sequence[dict], answers: Sequence[str]) -> list[Verification]:
         groups: dict[int, list[int]] = {}
@@ -273,16 +208,16 @@ class PairwiseJudgeFn(RewardFn):
             groups.setdefault(sample["rollout_group"], []).append(i)
         group_pairs = [comparison_pairs(len(members), self.strategy, swap_positions=self.swap_positions)
                        for members in groups.values()]
-        prompts = [self.tokenizer.encode(judge_prompt(samples[members[i]]["messages"], answers[members[i]],
-                                                      answers[members[j]], thinking=self.thinking))
+        tokenizer = self.model.tokenizer
+        prompts = [tokenizer.encode(judge_prompt(samples[members[i]]["messages"], answers[members[i]],
+                                                 answers[members[j]], thinking=self.model.thinking))
                    for members, pairs in zip(groups.values(), group_pairs) for i, j in pairs]
         verdicts = iter([parse_judgement(t) for t in self.judge_texts(prompts)])
-        lengths = [len(self.tokenizer.encode(a)) for a in answers]
+        lengths = [len(tokenizer.encode(a)) for a in answers]
         results: list[Verification | None] = [None] * len(samples)
         for members, pairs in zip(groups.values(), group_pairs):
             judged = [next(verdicts) for _ in pairs]             # the verdicts of this group's pairs, in order
-            self._verdicts[0] += len(judged)
-            self._verdicts[1] += sum(not v.parsed for v in judged)
+            self.count_verdicts(len(judged), sum(not v.parsed for v in judged))
             scores = mean_scores(len(members), pairs, judged, tiebreak=self.aggregation.tiebreak)
             rewards = length_adjusted(scores, [lengths[m] for m in members], self.aggregation)
             comparisons = np.zeros(len(members), np.int64)

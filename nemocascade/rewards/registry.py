@@ -16,6 +16,9 @@ from nemocascade.rewards.mcqa_reward import MultipleChoiceReward
 from nemocascade.rewards.structured_output_reward import StructuredOutputReward
 from nemocascade.rewards.tool_call_reward import ToolCallReward
 
+# Domains whose answers an LLM judge scores against the reference answer (``answer_judge.AnswerJudgeFn``): an RL
+# stage builds that reward fn from its ``rl.judge`` settings, so they have no factory here.
+JUDGED_DOMAINS = ("long_context",)
 _FACTORIES: dict[str, Callable[..., Any]] = {}
 _LOCK = threading.Lock()
 
@@ -41,6 +44,10 @@ def get_reward_fn(domain: str, **options: Any):
     """A new reward fn for ``domain`` built with ``options`` (the factory's keyword arguments)."""
     with _LOCK:
         factory = _FACTORIES.get(domain)
+    if factory is None and domain in JUDGED_DOMAINS:
+        raise ValueError(f"domain {domain!r} is scored by an LLM judge against the reference answer "
+                         f"(rewards/answer_judge.py): an RL stage builds it from rl.judge (checkpoint, or stage "
+                         f"in a cascade)")
     if factory is None:
         raise ValueError(f"no reward fn registered for domain {domain!r}; registered: {registered_domains()}")
     reward_fn = factory(**options)

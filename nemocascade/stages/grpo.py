@@ -1,4 +1,7 @@
-"""GRPO (IF-RL, multi-domain RL, code RL): rollouts -> verifiable rewards -> group advantages -> grpo_loss.
+"""GRPO (IF-RL, multi-domain RL, long-context RL, code RL): rollouts -> rewards -> group advantages -> grpo_loss.
+
+The rewards are each domain's verifier; a judged domain (``rewards.JUDGED_DOMAINS``: long-context RL's) is scored
+by the LLM judge ``rl.judge`` names, against the row's reference answer (``rewards/answer_judge.py``).
 
 Strictly on-policy as in Nemotron-Cascade 2: one update per rollout batch, so the ratio against the
 sampler's log-probs is 1 and clipping never binds; no KL term unless ``rl.kl_coef > 0``, which adds
@@ -12,7 +15,7 @@ import numpy as np
 
 from nemocascade import losses
 from nemocascade.stages import policy
-from nemocascade.stages.rl_common import RLStage
+from nemocascade.stages.rl_common import RLStage, judged_domains
 
 
 def make_grpo_loss(cfg, rl: ml_collections.ConfigDict):
@@ -57,6 +60,14 @@ class GRPOStage(RLStage):
         weights = group_filter_weights(rewards, rl.num_samples) if rl.filter_uniform_groups else None
         kept = 1.0 if weights is None else float(weights.mean())
         return {"advantages": advantages.astype(np.float32)}, weights, {"kept_group_fraction": kept}
+
+    def run(self, *, initial_params=None):
+        """Training; a stage with judged domains (toy prompts) also scores its judge's mean reward of greedy
+        held-out answers before and after (``ctx.evaluation["judge_score"]``)."""
+        judged = judged_domains(self.config.rl.domains)
+        if judged:
+            return self.run_scored("judge_score", "judge score", judged, initial_params=initial_params)
+        return super().run(initial_params=initial_params)
 
 
 def run(config, workdir, *, initial_params=None):

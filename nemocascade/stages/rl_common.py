@@ -35,11 +35,28 @@ from nemocascade import data as data_lib
 from nemocascade import rewards as rewards_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.data.sources import DEFAULT_DOMAIN
+from nemocascade.rewards.answer_judge import AnswerJudgeFn
+from nemocascade.rewards.judge_model import JudgeRewardFn
 from nemocascade.rollout import generate
-from nemocascade.stages import policy, runtime
+from nemocascade.stages import evaluate, policy, runtime
 from nemocascade.stages.prompts import decode_samples, encode_prompts
 from nemocascade.stages.rollout_batch import rollout_batch
 from nemocascade.train import init_params_from_seed
+
+
+def judged_domains(domains: Sequence[str]) -> list[str]:
+    """The domains of ``domains`` that an LLM judge scores (``rewards.JUDGED_DOMAINS``), sorted."""
+    return sorted(set(domains) & set(rewards_lib.JUDGED_DOMAINS))
+
+
+def judge_metrics(reward_fns: dict) -> dict[str, float]:
+    """``judge_unparsed``: the fraction of the verdicts written since the last call that did not parse, when a
+    reward fn is an LLM judge (``JudgeRewardFn``); {} otherwise."""
+    judges = {id(fn): fn for fn in reward_fns.values() if isinstance(fn, JudgeRewardFn)}.values()
+    if not judges:
+        return {}
+    total, unparsed = np.sum([judge.take_verdict_counts() for judge in judges], axis=0)
+    return {"judge_unparsed": float(unparsed / max(total, 1))}
 
 
 def score_rewards(samples: Sequence[dict], reward_fns: dict) -> tuple[np.ndarray, list[dict]]:
@@ -116,10 +133,14 @@ class RLStage:
         scorers = {k: v for k, v in (("rl.reward_model", config.rl.reward_model),
                                      ("rl.judge.checkpoint", config.rl.judge.checkpoint),
                                      ("rl.judge.stage", config.rl.judge.stage)) if v}
+        if judged_domains(config.rl.domains) and not self.scores_with_models:
+            scorers.pop("rl.judge.checkpoint", None)           # the answer judge of the judged domains
+            scorers.pop("rl.judge.stage", None)
         if scorers and not self.scores_with_models:
             raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in scorers.items())}: only an rlhf stage scores "
-                             f"with a reward model or a judge ({type(self).__name__} uses its domains' verifiers or "
-                             f"teachers)")
+                             f"with a reward model, and only an rlhf stage or one with a judged domain "
+                             f"{rewards_lib.JUDGED_DOMAINS} in rl.domains with a judge ({type(self).__name__} uses "
+                             f"its domains' verifiers or teachers)")
         self.config = config
         self.reference = None  # frozen KL reference params while ``run`` runs with rl.kl_coef > 0
         self.ctx = runtime.build_context(config, workdir)
@@ -136,8 +157,56 @@ class RLStage:
 
     def make_reward_fns(self) -> dict:
         """Domain -> reward fn (``score(samples) -> (f32[N], infos)``); by default the registered verifier
-        of each of ``rl.domains`` (RLHF overrides this with its reward model)."""
-        return {d: rewards_lib.get_reward_fn(d) for d in sorted(set(self.config.rl.domains))}
+        of each of ``rl.domains``, and for the judged domains the answer judge that ``rl.judge`` names (RLHF
+        overrides this with its reward model or pairwise judge)."""
+        rl = self.config.rl
+        judged = judged_domains(rl.domains)
+        if judged and not rl.judge.checkpoint:
+            raise ValueError(f"rl.domains {judged} are scored by an LLM judge against the reference answer "
+                             f"(rewards/answer_judge.py): set rl.judge.checkpoint (a checkpoint dir of this "
+                             f"project), or rl.judge.stage in a cascade")
+        judge = (AnswerJudgeFn.from_settings(rl.judge, default_tokenizer=self.config.data.tokenizer,
+                                             mesh=self.ctx.mesh, seed=self.config.seed) if judged else None)
+        return {d: judge if d in judged else rewards_lib.get_reward_fn(d) for d in sorted(set(rl.domains))}
+
+    def heldout_examples(self, domains) -> dict[str, list[dict]]:
+        """``{domain: eval.num_examples held-out toy examples}`` for ``domains`` ({} when the prompts come from
+        ``rl.jsonl``)."""
+        if self.config.rl.jsonl:
+            return {}
+        return {domain: data_lib.toy_examples(domain, "heldout", self.config.eval.num_examples, seed=self.config.seed)
+                for domain in domains}
+
+    def greedy_samples(self, params, examples) -> list[dict]:
+        return evaluate.greedy_samples(params, self.ctx.model_cfg, self.tokenizer, examples,
+                                       max_new_tokens=self.config.eval.max_new_tokens,
+                                       thinking=self.config.data.thinking, mesh=self.ctx.mesh)
+
+    def heldout_scores(self, params, domains) -> dict[str, dict]:
+        """``{domain: {"mean_reward", "num_examples"}}``: the stage's reward fn's mean reward of greedy answers to
+        held-out toy prompts of ``domains`` ({} when the prompts come from ``rl.jsonl``)."""
+        scores = {}
+        for domain, examples in self.heldout_examples(domains).items():
+            rewards, _ = self.reward_fns[domain].score(self.greedy_samples(params, examples))
+            scores[domain] = {"mean_reward": float(np.mean(rewards)), "num_examples": len(examples)}
+        return scores
+
+    def run_scored(self, key: str, label: str, domains, *, initial_params=None):
+        """``RLStage.run``, with the stage's own evaluation ``ctx.evaluation[key]``: per domain of ``domains``,
+        ``heldout_scores`` of the starting params (when given; else None) and of the final ones."""
+        before = self.heldout_scores(initial_params, domains) if initial_params is not None else {}
+        ctx, state = RLStage.run(self, initial_params=initial_params)
+        after = self.heldout_scores(state.params, domains)
+        if after:
+            ctx.evaluation = {key: {
+                d: {"before": before[d]["mean_reward"] if d in before else None,
+                    "after": after[d]["mean_reward"], "num_examples": after[d]["num_examples"]} for d in after}}
+            for domain, result in ctx.evaluation[key].items():
+                start = "n/a" if result["before"] is None else f"{result['before']:.3f}"
+                if jax.process_index() == 0:
+                    print(f"[{ctx.name}] held-out {domain}: {label} {start} -> {result['after']:.3f} "
+                          f"({result['num_examples']} prompts)", flush=True)
+        return ctx, state
 
     def loss_fn(self):
         raise NotImplementedError
@@ -174,7 +243,7 @@ class RLStage:
         host_metrics = {"reward": float(rewards.mean()),
                         "response_length": float(rollouts.response_lengths.mean()),
                         "finished_fraction": float(rollouts.finished.mean()), **host_metrics,
-                        **domain_rewards(samples, rewards, len(set(rl.domains)))}
+                        **domain_rewards(samples, rewards, len(set(rl.domains))), **judge_metrics(self.reward_fns)}
         return batch, host_metrics
 
     def run(self, *, initial_params=None):

@@ -27,11 +27,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from nemocascade import data as data_lib
 from nemocascade.checkpoint import Checkpointer
 from nemocascade.rewards.pairwise_judge import PairwiseJudgeFn
 from nemocascade.rewards.reward_model import RewardModelFn
-from nemocascade.stages import evaluate
 from nemocascade.stages.grpo import GRPOStage
 
 
@@ -71,44 +69,13 @@ class RLHFStage(GRPOStage):
                                                    batch_size=rl.prompts_per_step * rl.num_samples)
         return {domain: scorer for domain in sorted(set(rl.domains))}
 
-    def extra_batch(self, batch, samples, rewards):
-        """GRPO's, plus the host metric ``judge_unparsed``: the fraction of this batch's verdicts that did not
-        parse (with a judge)."""
-        extra, weights, metrics = super().extra_batch(batch, samples, rewards)
-        judges = {id(fn): fn for fn in self.reward_fns.values() if isinstance(fn, PairwiseJudgeFn)}.values()
-        if judges:
-            counts = np.sum([judge.take_verdict_counts() for judge in judges], axis=0)
-            metrics = {**metrics, "judge_unparsed": float(counts[1] / max(counts[0], 1))}
-        return extra, weights, metrics
-
-    def heldout_examples(self) -> dict[str, list[dict]]:
-        """``{domain: held-out toy examples}`` ({} when the prompts come from ``rl.jsonl``)."""
-        if self.config.rl.jsonl:
-            return {}
-        return {domain: data_lib.toy_examples(domain, "heldout", self.config.eval.num_examples, seed=self.config.seed)
-                for domain in self.reward_fns}
-
-    def greedy_samples(self, params, examples) -> list[dict]:
-        return evaluate.greedy_samples(params, self.ctx.model_cfg, self.tokenizer, examples,
-                                       max_new_tokens=self.config.eval.max_new_tokens,
-                                       thinking=self.config.data.thinking, mesh=self.ctx.mesh)
-
-    def heldout_scores(self, params) -> dict[str, dict]:
-        """``{domain: {"mean_reward", "num_examples"}}``: the reward model's mean score of greedy answers
-        to held-out toy prompts ({} when the prompts come from ``rl.jsonl``)."""
-        scores = {}
-        for domain, examples in self.heldout_examples().items():
-            rewards, _ = self.reward_fns[domain].score(self.greedy_samples(params, examples))
-            scores[domain] = {"mean_reward": float(np.mean(rewards)), "num_examples": len(examples)}
-        return scores
-
     def judge_win_rates(self, starting_answers: dict[str, list[dict]], final_params) -> dict[str, dict]:
         """``{domain: {"win_rate", "num_examples", "parse_failure_fraction"}}``: how often the judge prefers the
         final policy's greedy answer to the starting one's (``starting_answers``: greedy samples per domain,
         taken before training; module docstring)."""
         results = {}
         for domain, before in starting_answers.items():
-            after = self.greedy_samples(final_params, self.heldout_examples()[domain])
+            after = self.greedy_samples(final_params, self.heldout_examples([domain])[domain])
             n = len(before)
             # group k: (start, final) answers to prompt k; group n + k: the same answers in the other order
             samples = ([{**s, "rollout_group": k} for k, pair in enumerate(zip(before, after)) for s in pair]
@@ -126,7 +93,8 @@ class RLHFStage(GRPOStage):
 
     def run(self, *, initial_params=None):
         if self.config.rl.judge.checkpoint:
-            starting = ({d: self.greedy_samples(initial_params, ex) for d, ex in self.heldout_examples().items()}
+            heldout = self.heldout_examples(sorted(self.reward_fns))
+            starting = ({d: self.greedy_samples(initial_params, ex) for d, ex in heldout.items()}
                         if initial_params is not None else {})
             ctx, state = super().run(initial_params=initial_params)
             if starting:
@@ -137,19 +105,8 @@ class RLHFStage(GRPOStage):
                               f"the starting one's in {result['win_rate']:.3f} of {result['num_examples']} prompts "
                               f"(verdicts unparsed: {result['parse_failure_fraction']:.3f})", flush=True)
             return ctx, state
-        before = self.heldout_scores(initial_params) if initial_params is not None else {}
-        ctx, state = super().run(initial_params=initial_params)
-        after = self.heldout_scores(state.params)
-        if after:
-            ctx.evaluation = {"reward_model_score": {
-                d: {"before": before[d]["mean_reward"] if d in before else None,
-                    "after": after[d]["mean_reward"], "num_examples": after[d]["num_examples"]} for d in after}}
-            for domain, result in ctx.evaluation["reward_model_score"].items():
-                start = "n/a" if result["before"] is None else f"{result['before']:.3f}"
-                if jax.process_index() == 0:
-                    print(f"[{ctx.name}] held-out {domain}: reward-model score {start} -> {result['after']:.3f} "
-                          f"({result['num_examples']} prompts)", flush=True)
-        return ctx, state
+        return self.run_scored("reward_model_score", "reward-model score", sorted(self.reward_fns),
+                               initial_params=initial_params)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, initial_params=None):

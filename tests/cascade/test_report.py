@@ -129,18 +129,31 @@ def test_report_markdown_has_the_ledgers_numbers(tmp_path):
     assert "![pass@1 after each stage](scores.png)" in text
 
 
-def test_report_has_the_judges_win_rates(tmp_path):
-    judged = {"stage": "rlhf", "kind": "rlhf", "checkpoint_dir": "/w/rlhf", "step": 20,
-              "scores": {"math": _score(1.0, 1.0), "if": _score(0.0, 0.125)},
-              "evaluation": {"judge_win_rate": {"chat": {"win_rate": 0.625, "num_examples": 64,
-                                                         "parse_failure_fraction": 0.125}}},
-              "judge": {"checkpoint_dir": "/w/genrm"}}
+def _report_with(tmp_path, entries, last: dict) -> str:
+    """report.md of a ledger of ``entries`` and then a stage ``last`` (math / if scores filled in)."""
+    last = {"checkpoint_dir": f"/w/{last['stage']}", "step": 20,
+            "scores": {"math": _score(1.0, 1.0), "if": _score(0.0, 0.125)}, **last}
     with open(tmp_path / "ledger.json", "w") as f:
-        json.dump({"entries": ENTRIES[:3] + [judged]}, f)
+        json.dump({"entries": entries + [last]}, f)
     report.write_report(_config(), Ledger(str(tmp_path / "ledger.json")), str(tmp_path))
-    text = (tmp_path / "report.md").read_text()
+    return (tmp_path / "report.md").read_text()
+
+
+def test_report_has_the_judges_win_rates(tmp_path):
+    text = _report_with(tmp_path, ENTRIES[:3], {
+        "stage": "rlhf", "kind": "rlhf", "judge": {"checkpoint_dir": "/w/genrm"},
+        "evaluation": {"judge_win_rate": {"chat": {"win_rate": 0.625, "num_examples": 64,
+                                                   "parse_failure_fraction": 0.125}}}})
     assert "## RLHF (pairwise judge)" in text and "| rlhf | chat | 0.625 | 64 | 0.125 | /w/genrm |" in text
     assert "The reward model's mean score" not in text
+
+
+def test_report_has_the_answer_judges_scores(tmp_path):
+    text = _report_with(tmp_path, ENTRIES[:2], {
+        "stage": "long_context_rl", "kind": "grpo", "judge": {"stage": "judge", "checkpoint_dir": "/w/judge"},
+        "evaluation": {"judge_score": {"long_context": {"before": 0.25, "after": 0.75, "num_examples": 64}}}})
+    assert "## Judged domains" in text and "| long_context_rl | long_context | 0.250 | 0.750 | 64 | judge |" in text
+    assert "## RLHF" not in text
 
 
 def test_report_is_written_when_every_stage_is_skipped(tmp_path, monkeypatch):

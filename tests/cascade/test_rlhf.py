@@ -158,7 +158,7 @@ def _shorter_is_better(self, prompts):
     ranking preferring answer 1."""
     texts = []
     for ids in prompts:
-        text = self.tokenizer.decode(ids)
+        text = self.model.tokenizer.decode(ids)
         one = text.split("<|im_start|>response_1\n")[1].split("<|im_end|>")[0]
         two = text.split("<|im_start|>response_2\n")[1].split("<|im_end|>")[0]
         s1, s2, ranking = (3, 3, 2) if len(one) == len(two) else (5, 1, 1) if len(one) < len(two) else (1, 5, 6)
@@ -192,16 +192,19 @@ def test_rlhf_trains_on_the_judges_verdicts(judge_dir, tmp_path, monkeypatch):
     def recording_extra_batch(batch, samples, rewards):
         extra, weights, metrics = grpo_extra_batch(batch, samples, rewards)
         seen.append((samples, np.array(rewards)))
-        assert metrics["judge_unparsed"] == 0.0
         return extra, weights, metrics
 
     stage.extra_batch = recording_extra_batch
+    unparsed = []
+    make_batch = stage.make_batch
+    stage.make_batch = lambda state, examples: unparsed.append(make_batch(state, examples)) or unparsed[-1]
     greedy = []
     greedy_samples = stage.greedy_samples
     stage.greedy_samples = lambda params, examples: greedy.append(greedy_samples(params, examples)) or greedy[-1]
     initial = sharding_lib.init_params_sharded(stage.ctx.model_cfg, jax.random.PRNGKey(0), stage.ctx.mesh)
     ctx, state = stage.run(initial_params=initial)
     assert int(state.step) == STEPS and len(seen) == STEPS
+    assert [metrics["judge_unparsed"] for _, metrics in unparsed] == [0.0] * STEPS
     for samples, rewards in seen:
         expected = _reference_judge_rewards(samples)
         assert np.std(expected) > 0.1, expected                         # the verdicts tell samples apart
@@ -226,8 +229,8 @@ def test_only_an_rlhf_stage_takes_a_reward_model_or_a_judge(tmp_path, field, val
     section = config.rl.judge if field.startswith("judge.") else config.rl
     section[field.split(".")[-1]] = value
     for stage_class in (grpo.GRPOStage, mopd.MOPDStage):
-        with pytest.raises(ValueError, match=rf"rl.{field}='{value}': only an rlhf stage scores with a reward model "
-                                             rf"or a judge \({stage_class.__name__} uses"):
+        with pytest.raises(ValueError, match=rf"rl.{field}='{value}': only an rlhf stage scores with a reward model"
+                                             rf".* with a judge \({stage_class.__name__} uses"):
             stage_class(config, str(tmp_path))
 
 
@@ -275,7 +278,8 @@ def test_a_cascade_fills_the_judge_from_an_earlier_stage(tmp_path, stand_in_stag
                                                                 r"rl.judge.checkpoint='/j'; give one"),
     (lambda c: c.stages.judge.update(kind="grpo", rl=configs.rl_config(domains=("math",),
                                                                        judge=configs.judge_config(stage="sft"))),
-     r"stage 'judge' of kind 'grpo' sets rl.judge.stage, which only an rlhf stage uses"),
+     r"stage 'judge' of kind 'grpo' sets rl.judge.stage, which only an rlhf stage or one with a judged domain "
+     r"\('long_context',\) in rl.domains uses"),
 ])
 def test_bad_judge_stages_are_refused(tmp_path, stand_in_stages, change, message):
     config = load_experiment("rlhf").get_config("tiny_judge")

@@ -57,7 +57,9 @@ def test_conversations_are_short(domain, sft):
     lengths = [len(tok.encode(render(e["messages"], tools=e.get("tools"), thinking=thinking))) for e in sft[domain]
                for thinking in (True, False)]
     # judge: two answers too; structured_output: the schema; tool_call: the tools block (the tiny model has 512)
-    limit = {"judge": 200, "structured_output": 220, "tool_call": 460}.get(domain, 160)
+    # long_context: a document of up to 12 records; answer_judge: the judge's template
+    limit = {"judge": 200, "structured_output": 220, "tool_call": 460, "long_context": 200,
+             "answer_judge": 200}.get(domain, 160)
     assert max(lengths) <= limit, max(lengths)
 
 
@@ -235,6 +237,42 @@ def test_judge_transcripts_show_both_answers_and_the_verdict_that_prefers_the_ch
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
+def test_long_context_references_hold_the_asked_record(sft):
+    """The document read independently: its records (each name once), the one the question asks about; the
+    reference answer is that record's sentence and the expected answer its count."""
+    for example in sft["long_context"]:
+        prompt, reply = example["messages"][0]["content"], example["messages"][-1]
+        document, question = re.fullmatch(r"<text>\n(.*)\n</text>\n\nQUESTION: (.*)", prompt, re.DOTALL).groups()
+        records = [re.fullmatch(r"(\w+) has (\d+) (\w+)\.", line).groups() for line in document.split("\n")]
+        assert 2 <= len(records) <= 4 and len({name for name, _, _ in records}) == len(records)
+        item, name = re.fullmatch(r"How many (\w+) does (\w+) have\?", question).groups()
+        (count,) = [c for n, c, i in records if n == name and i == item]
+        assert example["expected_answer"] == count and 10 <= int(count) <= 99
+        assert reply["content"] == f"{name} has {count} {item}."
+
+
+def test_answer_judge_verdicts_follow_the_rule(sft):
+    """The candidate is a count; it agrees exactly when it is the expected count, and the verdict is the label of
+    that rule; both verdicts and every kind of miss are drawn, each kind what it says (a near miss is 1, 2 or 10
+    off; a reordered count has the expected digits reversed)."""
+    verdicts, kinds = [], set()
+    for example in sft["answer_judge"]:
+        prompt = example["messages"][0]["content"]
+        expected, candidate = re.search(r"QUESTION: How many \w+ does \w+ have\?\nANSWER A: (\d+)\n"
+                                        r"ANSWER B: (\d+)$", prompt).groups()
+        agrees = candidate == expected
+        assert example["agrees"] == agrees and (example["candidate_kind"] == "right") == agrees
+        assert example["messages"][-1]["content"] == ("[[A=B]]" if agrees else "[[A!=B]]")
+        if example["candidate_kind"] == "near_miss":
+            assert abs(int(candidate) - int(expected)) in (1, 2, 10)
+        if example["candidate_kind"] == "reordered":
+            assert candidate == expected[::-1]
+        verdicts.append(agrees)
+        kinds.add(example["candidate_kind"])
+    assert 0.35 < sum(verdicts) / len(verdicts) < 0.65
+    assert kinds == {"right", "near_miss", "reordered", "other_record"}
+
+
 def test_bad_requests():
     with pytest.raises(ValueError, match="unknown toy domain 'poetry'"):
         toy_examples("poetry", "train", 3)

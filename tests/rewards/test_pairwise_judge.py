@@ -1,27 +1,16 @@
 """The generative pairwise judge: verdict parsing, comparisons, aggregation (against float64 numpy references and
-hand-computed values), the judge's prompt, grouping in ``score`` (a scripted judge) and the model-backed judge
-(its texts are the sampler's greedy outputs for each prompt; its checkpoint loads as saved)."""
-import dataclasses
+hand-computed values), the judge's prompt, grouping in ``score`` (a scripted judge) and its settings loaded with
+its checkpoint (the judge model itself: ``test_judge_model.py``)."""
 import json
-import shutil
 
-import jax
 import numpy as np
-import optax
 import pytest
+from judge_testing import CFG, TOKENIZER, save_judge
 
 from nemocascade import configs
 from nemocascade import data as data_lib
-from nemocascade import model as model_lib
-from nemocascade.checkpoint import Checkpointer
 from nemocascade.rewards import pairwise_judge as pj
-from nemocascade.rollout import generate
-from nemocascade.train import train_state_from_params
-
-TOKENIZER = data_lib.load_tokenizer("")
-CFG = model_lib.ModelConfig(vocab_size=TOKENIZER.vocab_size, d_model=32, num_layers=1, num_heads=2, num_kv_heads=1,
-                            num_experts=4, num_experts_per_tok=2, expert_hidden_size=32, mlp_hidden_size=64,
-                            max_seq_len=256)
+from nemocascade.rewards.judge_model import JudgeModel
 
 
 def _verdict(s1, s2, ranking):
@@ -149,7 +138,7 @@ class ShorterIsBetterJudge(pj.PairwiseJudgeFn):
     the longer 1; equal lengths give 3 and 3 with a ranking that prefers answer 1 (a tie for the tiebreak)."""
 
     def __init__(self, **options):
-        super().__init__(None, CFG, TOKENIZER, **options)
+        super().__init__(JudgeModel(None, CFG, TOKENIZER), **options)
         self.prompts = []
 
     def judge_texts(self, prompts):
@@ -214,62 +203,10 @@ def test_unparsed_verdicts_are_neutral_and_counted():
     assert judge.take_verdict_counts() == (3, 3)
 
 
-# ------------------------------------------------------------------------------------------ model-backed
-@pytest.fixture(scope="module")
-def judge_params():
-    return jax.jit(lambda r: model_lib.init_params(CFG, r))(jax.random.PRNGKey(3))
-
-
-def test_the_judges_texts_are_the_samplers_greedy_outputs(judge_params):
-    judge = pj.PairwiseJudgeFn(judge_params, CFG, TOKENIZER, max_new_tokens=12, batch_size=2)
-    prompts = [TOKENIZER.encode(pj.judge_prompt([{"role": "user", "content": q}], a, b))
-               for q, a, b in [("2+2?", "4", "five"), ("hi", "hello", "hey"), ("name a colour", "red", "blue")]]
-    texts = judge.judge_texts(prompts)         # two sampler calls of 2 rows, the second padded
-    for prompt, text in zip(prompts, texts):
-        alone = generate(judge_params, CFG, [prompt], max_new_tokens=12, temperature=0.0,
-                         stop_tokens=(TOKENIZER.eos_id,), rng=jax.random.PRNGKey(0), pad_id=TOKENIZER.pad_id)
-        assert text == TOKENIZER.decode(alone.responses()[0])
-    sampled = pj.PairwiseJudgeFn(judge_params, CFG, TOKENIZER, max_new_tokens=12, batch_size=2, temperature=1.0)
-    assert sampled.judge_texts(prompts) == sampled.judge_texts(prompts)     # keys from the judged ids
-    with pytest.raises(ValueError, match="judge prompt 0 has 300 tokens; the judge's max_seq_len 256 minus"):
-        judge.judge_texts([[5] * 300])
-
-
-def test_the_judge_loads_from_a_checkpoint(judge_params, tmp_path):
-    state, _ = train_state_from_params(judge_params, optax.sgd(0.1), jax.random.PRNGKey(0))
-    directory = str(tmp_path / "judge")
-    checkpointer = Checkpointer(directory, async_save=False)
-    checkpointer.save(4, state, config={"model": dataclasses.asdict(CFG), "data": {"tokenizer": ""}})
-    checkpointer.close()
-    settings = configs.judge_config(checkpoint=directory, strategy="circular", max_new_tokens=5, tiebreak=0.25)
+def test_the_judge_and_its_comparison_settings_load_from_a_checkpoint(tmp_path):
+    directory = save_judge(tmp_path / "judge")
+    settings = configs.judge_config(checkpoint=directory, strategy="circular", max_new_tokens=5, tiebreak=0.25,
+                                    swap_positions=True)
     judge = pj.PairwiseJudgeFn.from_settings(settings)
-    assert judge.cfg == CFG and judge.strategy == "circular" and judge.max_new_tokens == 5
-    assert judge.aggregation == pj.Aggregation(tiebreak=0.25)
-    for loaded, saved in zip(jax.tree.leaves(judge.params), jax.tree.leaves(judge_params)):
-        np.testing.assert_array_equal(np.asarray(loaded), np.asarray(saved))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no finished checkpoint"):
-        pj.PairwiseJudgeFn.from_settings(configs.judge_config(checkpoint=str(tmp_path / "empty")))
-
-
-def test_an_imported_judge_reads_the_tokenizer_of_its_source_and_a_mismatch_is_refused(judge_params, tmp_path):
-    """A checkpoint imported from Hugging Face records its source directory (``hf.convert``): the judge's tokenizer
-    is read from there; a tokenizer with more ids than the judge's vocabulary is refused."""
-    source = tmp_path / "hf_model"
-    source.mkdir()
-    shutil.copy(data_lib.tokenizer.DEFAULT_MODEL_PATH, source / "tokenizer.model")
-    directory = str(tmp_path / "imported")
-    checkpointer = Checkpointer(directory, async_save=False)
-    checkpointer.save(0, {"params": judge_params}, config={"model": dataclasses.asdict(CFG),
-                                                           "hf": {"family": "qwen3_moe", "source": str(source)}})
-    checkpointer.close()
-    judge = pj.PairwiseJudgeFn.from_settings(configs.judge_config(checkpoint=directory), default_tokenizer="/nowhere")
-    assert judge.tokenizer.vocab_size == TOKENIZER.vocab_size
-    small = dataclasses.replace(CFG, vocab_size=TOKENIZER.vocab_size - 24)
-    small_params = jax.jit(lambda r: model_lib.init_params(small, r))(jax.random.PRNGKey(0))
-    directory = str(tmp_path / "small")
-    checkpointer = Checkpointer(directory, async_save=False)
-    checkpointer.save(0, {"params": small_params}, config={"model": dataclasses.asdict(small)})
-    checkpointer.close()
-    with pytest.raises(ValueError, match=r"has 1024 ids but the judge in .* only 1000: set rl.judge.tokenizer"):
-        pj.PairwiseJudgeFn.from_settings(configs.judge_config(checkpoint=directory))
+    assert judge.model.cfg == CFG and judge.model.max_new_tokens == 5
+    assert judge.strategy == "circular" and judge.swap_positions and judge.aggregation == pj.Aggregation(tiebreak=0.25)
