@@ -348,7 +348,7 @@ def tiny_judge_sft_stage(*, init_from: str = "") -> ml_collections.ConfigDict:
 
 def tiny_answer_judge_stage(*, init_from: str = "") -> ml_collections.ConfigDict:
     """A tiny answer judge of toy ``long_context`` answers: SFT from ``init_from``'s final params on 20000 toy
-    ``answer_judge`` transcripts (``data/toy/answer_verdicts.py``), 600 steps: about 7 CPU minutes, its verdicts
+    ``answer_judge`` transcripts (``data/toy/answer_verdicts.py``), 600 steps: about 9 CPU minutes, its verdicts
     on the SFT policy's answers 93% right (2026-12-07). Its verdicts only leave chance after ~300 steps (with 3000
     transcripts they did not in 600)."""
     fields = tiny_sft_stage()
