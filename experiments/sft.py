@@ -23,13 +23,13 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         config.model = configs.model_config("tiny")
         config.mesh = configs.mesh_config()
         config.update(configs.tiny_sft_stage())
-        config.eval = ml_collections.ConfigDict(dict(domains=("math",), num_examples=100, max_new_tokens=48))
+        config.eval = configs.eval_config(domains=("math",), num_examples=100, max_new_tokens=48)
     elif preset == "nano30b":
         config.model = configs.nano30b_model()
         config.init_checkpoint = configs.NANO30B_BASE_CHECKPOINT
         config.mesh = configs.nano30b_mesh()
         config.update(configs.nano30b_sft_fields())
-        config.eval = ml_collections.ConfigDict(dict(domains=("math",), num_examples=500, max_new_tokens=4096))
+        config.eval = configs.eval_config(domains=("math",), num_examples=500, max_new_tokens=4096)
     else:
         raise ValueError(f"unknown preset {preset!r} for experiments/sft.py; known: tiny, nano30b")
     return config

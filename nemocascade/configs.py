@@ -123,8 +123,11 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
         prompts_per_domain=2000,         # toy prompts generated per domain (train split)
         prompts_per_step=prompts_per_step,
         num_samples=num_samples,         # rollouts per prompt (the GRPO group size)
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=max_new_tokens,   # the whole answer (with max_turns > 1: all turns + tool results)
         max_prompt_tokens=max_prompt_tokens,
+        max_turns=1,                     # > 1: domains with an environment (tool_use) play episodes of <= this many
+        max_turn_tokens=0,               # assistant turns of <= this many tokens each (0 = max_new_tokens; then
+                                         # also a single-turn domain's answer in the stage)
         temperature=temperature,
         top_p=top_p,
         aggregation=aggregation,
@@ -181,11 +184,14 @@ def judge_config(**overrides) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(judge)
 
 
-def eval_config(*, domains=("math", "if", "code"), num_examples: int = 64,
-                max_new_tokens: int = 64) -> ml_collections.ConfigDict:
-    """Held-out evaluation after every stage: greedy pass@1 and mean reward per domain."""
+def eval_config(*, domains=("math", "if", "code"), num_examples: int = 64, max_new_tokens: int = 64,
+                max_turns: int = 1, max_turn_tokens: int = 0) -> ml_collections.ConfigDict:
+    """Held-out evaluation after every stage: greedy pass@1 and mean reward per domain. ``max_turns`` > 1 plays
+    the multi-turn domains (``nemocascade.environments``) in up to that many turns of ``max_turn_tokens``
+    (0 = ``max_new_tokens``), ``max_new_tokens`` in all; the others stay single-turn."""
     return ml_collections.ConfigDict(dict(domains=tuple(domains), num_examples=num_examples,
-                                          max_new_tokens=max_new_tokens))
+                                          max_new_tokens=max_new_tokens, max_turns=max_turns,
+                                          max_turn_tokens=max_turn_tokens))
 
 
 def shared_data_config(*, tokenizer: str = "", thinking: bool = False) -> ml_collections.ConfigDict:

@@ -11,7 +11,7 @@ import os
 import pytest
 from experiment_testing import REPO, load_experiment
 
-from nemocascade import configs, hardware, plan
+from nemocascade import configs, environments, hardware, plan
 from nemocascade.cascade import pipeline
 
 FILES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "experiments", "*.py")))
@@ -64,8 +64,9 @@ def test_nano30b_presets_name_the_real_model_and_a_tpu_mesh(name):
     assert config.data.tokenizer.startswith("REQUIRED")                  # the toy tokenizer is never the default
     assert config.init_checkpoint.startswith("REQUIRED")                 # nor a random init of the base model
     for stage, cfg in stage_configs(config):
-        if cfg.kind in RL_KINDS:
-            assert cfg.train.freeze_router and cfg.rl.prompts_per_step == 128, stage
+        if cfg.kind in RL_KINDS:      # RECIPE.md: 128 prompts per step; the agentic stage 16 (x 64 rollouts)
+            agentic = bool(environments.multi_turn_domains(cfg.rl.domains))
+            assert cfg.train.freeze_router and cfg.rl.prompts_per_step == (16 if agentic else 128), stage
 
 
 def test_rl_stages_are_preceded_as_the_recipe_orders_them():
@@ -89,6 +90,9 @@ def test_rl_stages_are_preceded_as_the_recipe_orders_them():
     assert (code.rl.domains, code.rl.top_p, code.train.steps) == (("code",), 0.95, 22)
     assert load_experiment("if_rl").get_config("nano30b").stages.if_rl.train.steps == 180
     assert load_experiment("grpo").get_config("nano30b").stages.multi_domain_rl.train.steps == 70
+    agentic = load_experiment("tool_use_rl").get_config("nano30b").stages.tool_use_rl
+    assert (agentic.rl.prompts_per_step, agentic.rl.num_samples, agentic.rl.temperature) == (16, 64, 0.8)  # RECIPE.md
+    assert (agentic.train.steps, agentic.rl.max_new_tokens, agentic.rl.max_turns) == (45, 98304, 16)
 
 
 def test_the_nano30b_judge_preset_scores_rlhf_with_a_genrm_on_every_pair():

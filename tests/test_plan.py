@@ -223,6 +223,23 @@ def test_rlhf_with_a_pairwise_judge_plans_the_judges_sampling():
     assert make_plan(config, hardware.topology("v5p-8"), "rlhf").workload.judge is None
 
 
+def test_multi_turn_episodes_plan_their_last_turns_call_and_every_turns_prefill():
+    """The largest sampler call of a 3-turn episode is its last turn's: the prompt budget and two turns' worth of
+    history prefilled, one turn's budget decoded (the same KV slots as one call over the whole row); each later
+    turn adds a forward over the rows (prefilled again) to the step's FLOPs."""
+    config = load_config("experiments/tool_use_rl.py")      # tiny: 352-token prompts, 3 turns of 96, 256 in all
+    p = make_plan(config, hardware.topology("v5p-8"), "tool_use_rl")
+    wl = p.workload
+    assert (wl.rollout.prompt_len, wl.rollout.new_tokens, wl.rollout.turns, wl.seq_len) == (352 + 160, 96, 3, 608)
+    assert p.rollout_flops == pytest.approx(3 * p.train_flops / 3)          # 1 sampling forward + 2 prefills again
+    config.stages.tool_use_rl.rl.max_turns = 1
+    config.eval.domains = ()
+    single = make_plan(config, hardware.topology("v5p-8"), "tool_use_rl")
+    assert (single.workload.rollout.prompt_len, single.workload.rollout.new_tokens) == (352, 256)
+    assert single.bytes["kv_cache"] == p.bytes["kv_cache"] and single.bytes["prefill"] < p.bytes["prefill"]
+    assert single.rollout_flops == pytest.approx(p.train_flops / 3)
+
+
 def test_sampler_rows_take_the_sequence_devices_where_they_divide():
     assert memory.sampler_split(16, dict(data=2, fsdp=2, sequence=4)) == 16
     assert memory.sampler_split(8, dict(data=2, fsdp=2, sequence=4)) == 4   # the batch axes alone

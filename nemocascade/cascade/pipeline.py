@@ -26,6 +26,7 @@ import ml_collections
 from absl import logging
 
 from nemocascade import data as data_lib
+from nemocascade import environments
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.cascade import report
@@ -100,13 +101,15 @@ def _evaluate(config, stage_cfg, ctx, params) -> dict:
     return evaluate.evaluate_domains(params, ctx.model_cfg, tokenizer, domains=config.eval.domains,
                                      num_examples=config.eval.num_examples,
                                      max_new_tokens=config.eval.max_new_tokens, seed=config.seed,
-                                     thinking=stage_cfg.data.thinking, mesh=ctx.mesh)
+                                     thinking=stage_cfg.data.thinking, mesh=ctx.mesh,
+                                     max_turns=config.eval.max_turns, turn_tokens=config.eval.max_turn_tokens)
 
 
 def run_cascade(config: ml_collections.ConfigDict, workdir: str) -> Ledger:
     ledger = Ledger(os.path.join(workdir, "ledger.json"), writer=jax.process_index() == 0)
     report.parse_branches(config)           # a bad ``compare`` fails now, not after every stage ran
     check_judges(config)
+    environments.check_turns(config.eval.domains, config.eval.max_turns, "eval.max_turns")
     mesh = sharding_lib.make_mesh(config.mesh.to_dict())
     judges = judge_stages(config)
     done: list[str] = []
@@ -270,6 +273,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     runner = STAGE_RUNNERS.get(config.kind)
     if runner is None:
         raise ValueError(f"config.kind={config.kind!r} is not known; known: cascade, {sorted(STAGE_RUNNERS)}")
+    if config.kind not in SCORER_KINDS:
+        environments.check_turns(config.eval.domains, config.eval.max_turns, "eval.max_turns")
     ctx, state = runner(config, workdir, initial_params=_base_params(config))
     if config.kind in SCORER_KINDS:
         return

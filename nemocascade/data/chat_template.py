@@ -156,6 +156,13 @@ def render_prompt(messages: Sequence[Mapping], *, tools: Sequence[Any] | None = 
     return render(messages, tools=tools, thinking=thinking, add_generation_prompt=True)
 
 
+def render_observation(messages: Sequence[Mapping], *, thinking: bool = True) -> str:
+    """What ``render`` writes between an assistant turn's ``<|im_end|>`` and the next assistant turn's completion
+    when ``messages`` (tool results, user turns) come between them: the newline, their turns, the assistant header
+    and the mode's prefix. A multi-turn episode appends it after a sampled turn (``rollout.generate_episodes``)."""
+    return "\n" + render(messages, thinking=thinking, add_generation_prompt=True)
+
+
 def render_tokens(messages: Sequence[Mapping], tokenizer: TextEncoder, *, tools: Sequence[Any] | None = None,
                   thinking: bool = True) -> tuple[list[int], list[int]]:
     """Token ids of ``render(messages)`` and a 0/1 mask that is 1 exactly on the ids the model writes

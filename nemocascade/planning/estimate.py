@@ -14,8 +14,9 @@ The plan fits when the largest phase stays under ``HEADROOM`` of the device's HB
 Step FLOPs are model FLOPs (``model.flops_per_token``: 6 x active matmul params per token plus the causal
 attention term 6 x attention layers x L x H x Dh; remat recomputation is not counted, as MFU conventions
 go). RL stages add the forward passes of sampling and scoring, 2/6 of the training FLOPs each: the
-rollout itself, plus the teacher (MOPD) or reward model (RLHF) scoring the rows once, or a pairwise judge's
-sampler calls (a forward over each call's rows x slots). The step time at a
+rollout itself (with multi-turn episodes, one more forward over the rows per later turn, which prefills the
+episode again: an upper bound), plus the teacher (MOPD) or reward model (RLHF) scoring the rows once, or a pairwise
+judge's sampler calls (a forward over each call's rows x slots). The step time at a
 given MFU is ``FLOPs / (devices x peak x MFU)``; decoding is bandwidth-bound, so for RL stages it is a floor.
 """
 from __future__ import annotations
@@ -214,7 +215,8 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
     if wl.rollout is not None:
         terms["kv_cache"], terms["prefill"] = _sampling_bytes(cfg, wl.rollout, axis_sizes)
         scorer_passes = 1 if wl.resident_models and wl.judge is None else 0
-        rollout_flops = (1 + scorer_passes) * wl.tokens * flops_per_token / 3
+        prefills = wl.rollout.turns - 1      # each later turn of an episode prefills the row again (at most whole)
+        rollout_flops = (1 + scorer_passes + prefills) * wl.tokens * flops_per_token / 3
     if wl.judge is not None:
         terms["judge_kv_cache"], terms["judge_prefill"] = _sampling_bytes(cfg, wl.judge, axis_sizes)
         slots = _bucketed(wl.judge.prompt_len) + wl.judge.new_tokens

@@ -22,11 +22,15 @@ JUDGE_TEMPLATE_TOKENS = 32   # an allowance for the judge prompt's ChatML header
 
 @dataclasses.dataclass(frozen=True)
 class Rollout:
-    """The sampling phase of an RL step: ``rows`` sequences of ``prompt_len + new_tokens`` KV slots."""
+    """The sampling phase of an RL step: ``rows`` sequences of ``prompt_len + new_tokens`` KV slots, its largest
+    sampler call. Multi-turn episodes (``turns`` > 1) make one call per turn, each prefilling the episode so far:
+    the largest is the last turn's, a history of the prompt budget and all but one turn's budget, plus that
+    turn's budget."""
 
     rows: int
     prompt_len: int
     new_tokens: int
+    turns: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +104,9 @@ def workload(config: ml_collections.ConfigDict, stage: str | None = None) -> Wor
         rows = rl.prompts_per_step * rl.num_samples
         seq_len = rl.max_prompt_tokens + rl.max_new_tokens
         rollout = Rollout(rows=rows, prompt_len=rl.max_prompt_tokens, new_tokens=rl.max_new_tokens)
+        if rl.max_turns > 1:
+            turn = rl.max_turn_tokens or rl.max_new_tokens
+            rollout = Rollout(rows=rows, prompt_len=seq_len - turn, new_tokens=turn, turns=rl.max_turns)
         if kind == "mopd":
             named = set(dict(rl.teachers).values())
             resident = len(named) if named else len(rl.domains)

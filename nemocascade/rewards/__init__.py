@@ -1,5 +1,6 @@
 """Verifiable rewards by domain: math answers, instruction-following rules, code in a sandbox, and the
-multi-domain RL mix (multiple-choice letters, tool calls, structured output against a JSON Schema).
+multi-domain RL mix (multiple-choice letters, tool calls, structured output against a JSON Schema), and the final
+answer of a multi-turn tool-use episode (``tool_use``).
 
 ``get_reward_fn(domain, **options).score(samples) -> (rewards f32[N], infos)``; see ``base.py`` for the
 contract and the shaping options, ``registry.py`` for adding domains, ``SANDBOX.md`` for code isolation.
@@ -19,11 +20,12 @@ from nemocascade.rewards.registry import JUDGED_DOMAINS, get_reward_fn, register
 from nemocascade.rewards.structured_output_reward import StructuredOutputReward
 from nemocascade.rewards.thinking import split_thinking
 from nemocascade.rewards.tool_call_reward import ToolCallReward
+from nemocascade.rewards.tool_use_reward import ToolUseReward
 
 __all__ = [
     "JUDGED_DOMAINS", "CodeReward", "InstructionFollowingReward", "MathReward", "MathVerifier", "MultipleChoiceReward",
     "RewardFn",
     "Sandbox", "SandboxError", "SandboxLimits", "Shaping", "StructuredOutputReward", "Submission", "SubmissionResult",
-    "ToolCallReward", "Verification", "extract_answer", "extract_boxed", "extract_code", "get_reward_fn", "register",
-    "registered_domains", "shared_sandbox", "split_thinking",
+    "ToolCallReward", "ToolUseReward", "Verification", "extract_answer", "extract_boxed", "extract_code",
+    "get_reward_fn", "register", "registered_domains", "shared_sandbox", "split_thinking",
 ]

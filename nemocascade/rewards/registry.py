@@ -15,6 +15,7 @@ from nemocascade.rewards.math_reward import MathReward
 from nemocascade.rewards.mcqa_reward import MultipleChoiceReward
 from nemocascade.rewards.structured_output_reward import StructuredOutputReward
 from nemocascade.rewards.tool_call_reward import ToolCallReward
+from nemocascade.rewards.tool_use_reward import ToolUseReward
 
 # Domains whose answers an LLM judge scores against the reference answer (``answer_judge.AnswerJudgeFn``): an RL
 # stage builds that reward fn from its ``rl.judge`` settings, so they have no factory here.
@@ -62,3 +63,4 @@ register("code", CodeReward)
 register("mcqa", MultipleChoiceReward)
 register("structured_output", StructuredOutputReward)
 register("tool_call", ToolCallReward)
+register("tool_use", ToolUseReward)

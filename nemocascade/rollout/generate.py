@@ -71,6 +71,9 @@ class Rollouts:
       response_lengths: int32[N] (stop token included).
       finished: bool[N] True if a stop token ended the row, False if it hit ``max_new_tokens``.
       forced: bool[N, L] True on tokens forced by the thinking budget (not sampled).
+      observed: bool[N, L] True on response tokens the environment wrote between two turns of a multi-turn
+        episode (``multi_turn.generate_episodes``: tool responses and the next turn's header); all False for
+        ``generate``. Their ``logprobs`` are 0 and no loss trains on them.
     """
 
     tokens: np.ndarray
@@ -79,13 +82,14 @@ class Rollouts:
     response_lengths: np.ndarray
     finished: np.ndarray
     forced: np.ndarray
+    observed: np.ndarray
 
     def response_mask(self) -> np.ndarray:
-        """f32[N, L]: 1 on sampled response tokens (forced ones excluded), else 0."""
+        """f32[N, L]: 1 on sampled response tokens (forced and observed ones excluded), else 0."""
         positions = np.arange(self.tokens.shape[1])[None, :]
         start = self.prompt_lengths[:, None]
         in_response = (positions >= start) & (positions < start + self.response_lengths[:, None])
-        return (in_response & ~self.forced).astype(np.float32)
+        return (in_response & ~self.forced & ~self.observed).astype(np.float32)
 
     def segment_ids(self) -> np.ndarray:
         """int32[N, L]: 1 on prompt + response tokens, 0 on padding (for a training forward)."""
@@ -98,12 +102,14 @@ class Rollouts:
                 for i, (p, r) in enumerate(zip(self.prompt_lengths, self.response_lengths))]
 
 
-def _bucket(length: int, multiple: int = 16) -> int:
+def prompt_bucket(length: int, multiple: int = 16) -> int:
     """Rounds a prompt length up so that nearby lengths share one compiled prefill."""
     return -(-length // multiple) * multiple
 
 
-def _validate_prompts(prompts: Sequence[Sequence[int]], cfg: model_lib.ModelConfig, max_new_tokens: int):
+def validate_prompts(prompts: Sequence[Sequence[int]], cfg: model_lib.ModelConfig, max_new_tokens: int):
+    """ValueError for no prompts, an empty one, ids outside the vocabulary, or a prompt that with
+    ``max_new_tokens`` more tokens would not fit ``cfg.max_seq_len``."""
     if not prompts:
         raise ValueError("generate() got no prompts")
     for i, prompt in enumerate(prompts):
@@ -222,11 +228,11 @@ def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]
     sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=float(temperature), top_p=float(top_p),
                               top_k=int(top_k), stop_tokens=tuple(int(t) for t in stop_tokens),
                               think_budget=think_budget, think_end_tokens=tuple(int(t) for t in think_end_tokens))
-    _validate_prompts(prompts, cfg, max_new_tokens)
+    validate_prompts(prompts, cfg, max_new_tokens)
     rows = [list(map(int, p)) for p in prompts for _ in range(num_samples)]
     n = len(rows)
     prompt_lengths = np.asarray([len(r) for r in rows], np.int32)
-    width = min(_bucket(int(prompt_lengths.max())), cfg.max_seq_len - max_new_tokens)
+    width = min(prompt_bucket(int(prompt_lengths.max())), cfg.max_seq_len - max_new_tokens)
     tokens = np.full((n, width), pad_id, np.int32)
     segment_ids = np.zeros((n, width), np.int32)
     for i, row in enumerate(rows):
@@ -253,7 +259,7 @@ def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]
         full_forced[i, p:p + r] = forced[i, :r]
     return Rollouts(tokens=full_tokens, logprobs=full_logprobs, prompt_lengths=prompt_lengths,
                     response_lengths=lengths.astype(np.int32), finished=finished.astype(bool),
-                    forced=full_forced)
+                    forced=full_forced, observed=np.zeros_like(full_forced))
 
 
 def _maybe_mesh(mesh):

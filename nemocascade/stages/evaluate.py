@@ -8,20 +8,22 @@ import numpy as np
 
 from nemocascade import data as data_lib
 from nemocascade import rewards as rewards_lib
-from nemocascade.rollout import generate
-from nemocascade.stages.prompts import decode_samples, encode_prompts
+from nemocascade.stages.episodes import Turns, sample_rollouts
+from nemocascade.stages.prompts import decode_samples
 
 
 def greedy_samples(params, model_cfg, tokenizer, examples: Sequence[dict], *, max_new_tokens: int,
-                   thinking: bool = False, batch_size: int = 64, mesh=None) -> list[dict]:
+                   thinking: bool = False, batch_size: int = 64, mesh=None, max_turns: int = 1,
+                   turn_tokens: int = 0) -> list[dict]:
     """Reward-fn samples (``prompts.decode_samples``) of the greedy answers to ``examples``, ``batch_size`` at a
-    time; ``rollout_group`` is the example's index in ``examples``."""
+    time; ``rollout_group`` is the example's index in ``examples``. ``max_turns`` > 1: the domains with an
+    environment are played as episodes (``episodes.Turns``)."""
     samples = []
+    turns = Turns(max_new_tokens=max_new_tokens, max_turns=max_turns, turn_tokens=turn_tokens)
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start:start + batch_size])
-        rollouts = generate(params, model_cfg, encode_prompts(chunk, tokenizer, thinking=thinking),
-                            max_new_tokens=max_new_tokens, temperature=0.0, stop_tokens=(tokenizer.eos_id,),
-                            rng=jax.random.PRNGKey(0), mesh=mesh, pad_id=tokenizer.pad_id)
+        rollouts = sample_rollouts(params, model_cfg, tokenizer, chunk, turns=turns, num_samples=1, temperature=0.0,
+                                   rng=jax.random.PRNGKey(0), thinking=thinking, mesh=mesh)
         samples += [{**s, "rollout_group": start + s["rollout_group"]}
                     for s in decode_samples(rollouts, chunk, tokenizer, num_samples=1)]
     return samples
@@ -29,16 +31,18 @@ def greedy_samples(params, model_cfg, tokenizer, examples: Sequence[dict], *, ma
 
 def evaluate_domain(params, model_cfg, tokenizer, examples: Sequence[dict], *, domain: str,
                     max_new_tokens: int, thinking: bool = False, batch_size: int = 64, mesh=None,
-                    reward_fn=None) -> dict:
+                    reward_fn=None, max_turns: int = 1, turn_tokens: int = 0) -> dict:
     """Greedy decoding on ``examples``; returns ``{"pass_at_1", "mean_reward", "num_examples"}``.
 
     pass@1 counts a response as solved when its reward is 1.0 (the verifiers' full score). ``reward_fn``
-    (None = the registered verifier of ``domain``) scores the responses, e.g. a reward model.
+    (None = the registered verifier of ``domain``) scores the responses, e.g. a reward model. A domain with an
+    environment is played in up to ``max_turns`` turns of ``turn_tokens`` (``episodes.sample_rollouts``).
     """
     if reward_fn is None:
         reward_fn = rewards_lib.get_reward_fn(domain)
     samples = greedy_samples(params, model_cfg, tokenizer, examples, max_new_tokens=max_new_tokens,
-                             thinking=thinking, batch_size=batch_size, mesh=mesh)
+                             thinking=thinking, batch_size=batch_size, mesh=mesh, max_turns=max_turns,
+                             turn_tokens=turn_tokens)
     rewards = np.concatenate([np.asarray(reward_fn.score(samples[start:start + batch_size])[0], np.float32)
                               for start in range(0, len(samples), batch_size)])
     return {"pass_at_1": float(np.mean(rewards >= 1.0)), "mean_reward": float(np.mean(rewards)),
@@ -46,9 +50,12 @@ def evaluate_domain(params, model_cfg, tokenizer, examples: Sequence[dict], *, d
 
 
 def evaluate_domains(params, model_cfg, tokenizer, *, domains: Sequence[str], num_examples: int,
-                     max_new_tokens: int, seed: int = 0, thinking: bool = False, mesh=None) -> dict[str, dict]:
-    """Evaluates each built-in toy domain on its held-out split (same examples for every checkpoint)."""
+                     max_new_tokens: int, seed: int = 0, thinking: bool = False, mesh=None, max_turns: int = 1,
+                     turn_tokens: int = 0) -> dict[str, dict]:
+    """Evaluates each built-in toy domain on its held-out split (same examples for every checkpoint); the
+    multi-turn domains in up to ``max_turns`` turns (``evaluate_domain``)."""
     return {domain: evaluate_domain(params, model_cfg, tokenizer,
                                     data_lib.toy_examples(domain, "heldout", num_examples, seed=seed),
-                                    domain=domain, max_new_tokens=max_new_tokens, thinking=thinking, mesh=mesh)
+                                    domain=domain, max_new_tokens=max_new_tokens, thinking=thinking, mesh=mesh,
+                                    max_turns=max_turns, turn_tokens=turn_tokens)
             for domain in domains}

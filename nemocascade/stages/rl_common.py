@@ -3,7 +3,10 @@
 A concrete stage (GRPO, MOPD, RLHF) supplies ``loss_fn()`` and ``extra_batch(...)`` (advantages, or
 teacher log-probs), may replace the reward fns (``make_reward_fns``) and may weight rows (0 drops a row
 from the loss). Rollouts are drawn from ``state.params`` itself (no copy) with a key derived from
-(seed, step), so a resumed stage redraws exactly the rollouts it would have drawn.
+(seed, step), so a resumed stage redraws exactly the rollouts it would have drawn. With ``rl.max_turns > 1`` the
+domains that have an environment are played as multi-turn episodes (``episodes.sample_rollouts``): the rows then
+hold the environment's messages between the sampled turns, masked out of the loss, and the reward fns score the
+final turn.
 
 KL reference (``rl.kl_coef > 0``, stages with ``supports_kl``): the stage's initial params stay frozen as
 ``pi_ref`` and every rollout batch gets ``ref_logprobs`` f32[N, L] (``policy.frozen_logprobs``, the sampler's
@@ -32,13 +35,14 @@ import ml_collections
 import numpy as np
 
 from nemocascade import data as data_lib
+from nemocascade import environments
 from nemocascade import rewards as rewards_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.data.sources import DEFAULT_DOMAIN
 from nemocascade.rewards.answer_judge import AnswerJudgeFn
 from nemocascade.rewards.judge_model import JudgeRewardFn
-from nemocascade.rollout import generate
 from nemocascade.stages import evaluate, policy, runtime
+from nemocascade.stages.episodes import Turns, sample_rollouts
 from nemocascade.stages.prompts import decode_samples, encode_prompts
 from nemocascade.stages.rollout_batch import rollout_batch
 from nemocascade.train import init_params_from_seed
@@ -94,8 +98,9 @@ def rl_examples(rl: ml_collections.ConfigDict, seed: int) -> list[dict]:
 
 
 def check_examples(examples: Sequence[dict], reward_fns: dict) -> None:
-    """Before any rollout: every example's domain has a reward fn and carries the fields that fn needs
-    (ValueError naming the first bad row's ``path:line``), rather than a failure at the step that draws it."""
+    """Before any rollout: every example's domain has a reward fn and carries the fields that fn needs, and the
+    environment of a multi-turn domain can play it (ValueError naming the first bad row's ``path:line``), rather
+    than a failure at the step that draws it."""
     by_domain: dict[str, list[dict]] = {}
     for example in examples:
         by_domain.setdefault(example["domain"], []).append(example)
@@ -107,6 +112,9 @@ def check_examples(examples: Sequence[dict], reward_fns: dict) -> None:
             raise ValueError(f"{where}: {len(rows)} prompt(s) of domain {domain!r}, which has no reward fn; "
                              f"rl.domains gives {sorted(reward_fns)}{hint}")
         reward_fns[domain].check_examples(rows)
+        environment = environments.get_environment(domain)
+        if environment is not None:
+            environment.check_examples(rows)
 
 
 def reference_params(ctx: runtime.StageContext, initial_params=None):
@@ -153,6 +161,11 @@ class RLStage:
         runtime.check_sequence_split(self.ctx.mesh, self.width, "rl.max_prompt_tokens + rl.max_new_tokens")
         runtime.check_batch_split(self.ctx.mesh, rl.prompts_per_step * rl.num_samples,
                                   "rl.prompts_per_step * rl.num_samples")
+        environments.check_turns(rl.domains, rl.max_turns, "rl.max_turns")
+        if not 0 <= rl.max_turn_tokens <= rl.max_new_tokens:
+            raise ValueError(f"rl.max_turn_tokens={rl.max_turn_tokens}: expected 0 (= rl.max_new_tokens) up to "
+                             f"rl.max_new_tokens={rl.max_new_tokens}")
+        self.turns = Turns(max_new_tokens=rl.max_new_tokens, max_turns=rl.max_turns, turn_tokens=rl.max_turn_tokens)
         self.reward_fns = self.make_reward_fns()
 
     def make_reward_fns(self) -> dict:
@@ -180,7 +193,9 @@ class RLStage:
     def greedy_samples(self, params, examples) -> list[dict]:
         return evaluate.greedy_samples(params, self.ctx.model_cfg, self.tokenizer, examples,
                                        max_new_tokens=self.config.eval.max_new_tokens,
-                                       thinking=self.config.data.thinking, mesh=self.ctx.mesh)
+                                       thinking=self.config.data.thinking, mesh=self.ctx.mesh,
+                                       max_turns=self.config.eval.max_turns,
+                                       turn_tokens=self.config.eval.max_turn_tokens)
 
     def heldout_scores(self, params, domains) -> dict[str, dict]:
         """``{domain: {"mean_reward", "num_examples"}}``: the stage's reward fn's mean reward of greedy answers to
@@ -223,10 +238,9 @@ class RLStage:
         if too_long:
             raise ValueError(f"prompt(s) {too_long[:5]} exceed rl.max_prompt_tokens={rl.max_prompt_tokens}")
         rng = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), state.step)
-        rollouts = generate(state.params, self.ctx.model_cfg, prompts, max_new_tokens=rl.max_new_tokens,
-                            num_samples=rl.num_samples, temperature=rl.temperature, top_p=rl.top_p,
-                            stop_tokens=(self.tokenizer.eos_id,), rng=rng, mesh=self.ctx.mesh,
-                            pad_id=self.tokenizer.pad_id)
+        rollouts = sample_rollouts(state.params, self.ctx.model_cfg, self.tokenizer, examples, turns=self.turns,
+                                   num_samples=rl.num_samples, temperature=rl.temperature, top_p=rl.top_p, rng=rng,
+                                   thinking=self.config.data.thinking, mesh=self.ctx.mesh, prompts=prompts)
         samples = decode_samples(rollouts, examples, self.tokenizer, num_samples=rl.num_samples)
         rewards, _ = score_rewards(samples, self.reward_fns)
         if rl.unfinished_reward_zero:
@@ -243,6 +257,7 @@ class RLStage:
         host_metrics = {"reward": float(rewards.mean()),
                         "response_length": float(rollouts.response_lengths.mean()),
                         "finished_fraction": float(rollouts.finished.mean()), **host_metrics,
+                        **({"turns": float(np.mean([s["turns"] for s in samples]))} if rl.max_turns > 1 else {}),
                         **domain_rewards(samples, rewards, len(set(rl.domains))), **judge_metrics(self.reward_fns)}
         return batch, host_metrics
 

@@ -114,7 +114,7 @@ def test_a_bad_row_is_refused_before_any_rollout(tmp_path, monkeypatch, bad_row,
     def no_rollouts(*args, **kwargs):
         raise AssertionError("a rollout was drawn before the rows were checked")
 
-    monkeypatch.setattr(rl_common, "generate", no_rollouts)
+    monkeypatch.setattr(rl_common, "sample_rollouts", no_rollouts)
     config = _stage_config(_write(tmp_path / "mdrl.jsonl", [ROWS[1], bad_row]))
     with pytest.raises(ValueError, match=message):
         grpo.GRPOStage(config, str(tmp_path / "run")).run()

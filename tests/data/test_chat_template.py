@@ -157,15 +157,18 @@ def _answer_text(reply) -> str:
 
 def test_loss_mask_covers_exactly_the_assistant_completions(tok):
     for example in _all_examples():
-        *prompt, reply = example["messages"]           # a user turn (judge: and the two answers to compare)
+        # one reply (tool_use: the call, then the answer after the tool's result)
+        replies = [m for m in example["messages"] if m["role"] == "assistant"]
         thinking_ids, thinking_mask = ct.render_tokens(example["messages"], tok, thinking=True)
         assert _masked_runs(tok, thinking_ids, thinking_mask) == [
-            f"{reply['reasoning']}\n</think>\n{_answer_text(reply)}<|im_end|>"]
+            f"{reply['reasoning']}\n</think>\n{_answer_text(reply)}<|im_end|>" for reply in replies]
         plain_ids, plain_mask = ct.render_tokens(example["messages"], tok, thinking=False)
-        assert _masked_runs(tok, plain_ids, plain_mask) == [f"{_answer_text(reply)}<|im_end|>"]
+        assert _masked_runs(tok, plain_ids, plain_mask) == [f"{_answer_text(reply)}<|im_end|>" for reply in replies]
         unmasked = tok.decode([t for t, m in zip(plain_ids, plain_mask) if not m])
-        assert unmasked == ("".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in prompt)
-                            + "<|im_start|>assistant\n<think></think>\n")
+        headers = {"assistant": "<|im_start|>assistant\n<think></think>\n",     # + the newline after its <|im_end|>
+                   "tool": "<|im_start|>user\n<tool_response>\n{content}\n</tool_response><|im_end|>\n"}
+        assert unmasked == "".join(headers.get(m["role"], "<|im_start|>{role}\n{content}<|im_end|>\n").format(**m)
+                                   for m in example["messages"])
 
 
 def test_multi_turn_masks_every_assistant_turn_and_no_tool_turn(tok):

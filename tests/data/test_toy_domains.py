@@ -44,7 +44,10 @@ def test_schema_and_sft_pairs(domain, sft):
     for prompt, example in zip(prompts, sft[domain]):
         schema.validate_example(prompt, "t", prompt_only=True)
         schema.validate_example(example, "t", needs_assistant=True)
-        assert example["messages"][:-1] == prompt["messages"]
+        reference_turns = 3 if domain == "tool_use" else 1     # tool_use: the call, its result, the answer
+        assert example["messages"][:-reference_turns] == prompt["messages"]
+        assert [m["role"] for m in example["messages"][-reference_turns:]] == ["assistant", "tool", "assistant"][
+            -reference_turns:]
         assert {k: v for k, v in example.items() if k != "messages"} == {k: v for k, v in prompt.items()
                                                                           if k != "messages"}
         reply = example["messages"][-1]
@@ -57,9 +60,10 @@ def test_conversations_are_short(domain, sft):
     lengths = [len(tok.encode(render(e["messages"], tools=e.get("tools"), thinking=thinking))) for e in sft[domain]
                for thinking in (True, False)]
     # judge: two answers too; structured_output: the schema; tool_call: the tools block (the tiny model has 512)
-    # long_context: a document of up to 12 records; answer_judge: the judge's template
+    # long_context: a document of up to 12 records; answer_judge: the judge's template; tool_use: the tools block,
+    # a call, its result and the answer (in one SFT row of 512 tokens)
     limit = {"judge": 200, "structured_output": 220, "tool_call": 460, "long_context": 200,
-             "answer_judge": 200}.get(domain, 160)
+             "answer_judge": 200, "tool_use": 512}.get(domain, 160)
     assert max(lengths) <= limit, max(lengths)
 
 

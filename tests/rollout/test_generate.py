@@ -7,6 +7,7 @@ import pytest
 from nemocascade import model as m
 from nemocascade import sharding
 from nemocascade.rollout import generate
+from rollout_testing import full_forward_logprobs
 
 BASE = m.presets.tiny().replace(vocab_size=48, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
                                 num_experts=4, num_experts_per_tok=2, expert_hidden_size=16, max_seq_len=64)
@@ -19,32 +20,6 @@ PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20], [30, 31, 32, 33]]
 _forward = jax.jit(m.forward, static_argnums=(1,))
 
 
-def _full_logprobs(params, cfg, rollouts, temperature, packed):
-    """Log-probs of every response token from ONE full forward (rows one per sequence, or packed)."""
-    seqs = [rollouts.tokens[i, :p + r] for i, (p, r) in
-            enumerate(zip(rollouts.prompt_lengths, rollouts.response_lengths))]
-    if packed:
-        tokens = np.concatenate(seqs)[None]
-        seg = np.concatenate([np.full(len(s), i + 1) for i, s in enumerate(seqs)])[None]
-        logits, _ = _forward(params, cfg, jnp.asarray(tokens, jnp.int32), segment_ids=jnp.asarray(seg, jnp.int32))
-        offsets = np.cumsum([0] + [len(s) for s in seqs])
-        per_seq = [np.asarray(logits[0, offsets[i]:offsets[i + 1]]) for i in range(len(seqs))]
-    else:
-        width = max(len(s) for s in seqs)
-        tokens = np.zeros((len(seqs), width), np.int32)
-        seg = np.zeros_like(tokens)
-        for i, s in enumerate(seqs):
-            tokens[i, :len(s)], seg[i, :len(s)] = s, 1
-        logits, _ = _forward(params, cfg, jnp.asarray(tokens), segment_ids=jnp.asarray(seg))
-        per_seq = [np.asarray(logits[i, :len(s)]) for i, s in enumerate(seqs)]
-    out = []
-    for i, s in enumerate(seqs):
-        p = rollouts.prompt_lengths[i]
-        lp = jax.nn.log_softmax(per_seq[i][p - 1:len(s) - 1] / temperature, axis=-1)
-        out.append(np.take_along_axis(np.asarray(lp), s[p:, None], axis=-1)[:, 0])
-    return out
-
-
 @pytest.mark.parametrize("cfg", [BASE, SIGMOID, HYBRID], ids=["softmax-gqa2", "sigmoid-mqa", "mamba-hybrid"])
 @pytest.mark.parametrize("packed", [False, True], ids=["rows", "packed"])
 def test_logprobs_equal_full_forward(cfg, packed):
@@ -55,7 +30,7 @@ def test_logprobs_equal_full_forward(cfg, packed):
                   rng=jax.random.PRNGKey(4))
     assert ro.tokens.shape[0] == 8
     np.testing.assert_array_equal(ro.prompt_lengths, np.repeat([len(p) for p in PROMPTS], 2))
-    reference = _full_logprobs(params, cfg, ro, 0.8, packed)
+    reference = full_forward_logprobs(params, cfg, ro, 0.8, packed)
     for i, ref in enumerate(reference):
         p, r = ro.prompt_lengths[i], ro.response_lengths[i]
         np.testing.assert_allclose(ro.logprobs[i, p:p + r], ref, rtol=1e-5, atol=1e-5)

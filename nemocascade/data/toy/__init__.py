@@ -8,12 +8,12 @@ fields); ``toy_sft_examples`` gives the same prompts with the reference assistan
 from __future__ import annotations
 
 from nemocascade.data.toy import (answer_verdicts, arithmetic, chat, choice, code, instruct, judge, lookup, structured,
-                                  tools)
+                                  tool_use, tools)
 from nemocascade.data.toy.common import SPLITS, generate_tasks
 
 DOMAINS = {"math": arithmetic.draw, "if": instruct.draw, "code": code.draw, "chat": chat.draw, "judge": judge.draw,
            "mcqa": choice.draw, "tool_call": tools.draw, "structured_output": structured.draw,
-           "long_context": lookup.draw, "answer_judge": answer_verdicts.draw}
+           "long_context": lookup.draw, "answer_judge": answer_verdicts.draw, "tool_use": tool_use.draw}
 SPLIT_DOMAINS = {"judge": "chat"}    # a judge transcript is in the split of its chat question
 
 
@@ -31,8 +31,10 @@ def toy_examples(domain: str, split: str, n: int, *, seed: int = 0) -> list[dict
 
 def toy_sft_examples(domain: str, split: str, n: int, *, seed: int = 0) -> list[dict]:
     """The examples of ``toy_examples`` (same seed, same prompts) with the reference assistant turn
-    ``{"role": "assistant", "reasoning", "content"}`` appended to ``messages``."""
-    return [{"domain": domain, "id": task_id, "messages": _prompt_turns(task) + [dict(task.reference)], **task.fields}
+    ``{"role": "assistant", "reasoning", "content"}`` appended to ``messages`` (and, for a multi-turn domain, the
+    tool results and assistant turns that follow it)."""
+    return [{"domain": domain, "id": task_id, **task.fields,
+             "messages": _prompt_turns(task) + [dict(task.reference)] + [dict(m) for m in task.followup]}
             for task_id, task in _tasks(domain, split, n, seed)]
 
 

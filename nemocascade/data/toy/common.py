@@ -25,11 +25,13 @@ class ToyTask:
       ``chosen``/``rejected`` ...), merged into the example dict.
     reference: the reference assistant message ``{"role": "assistant", "reasoning", "content"}``.
     turns: prompt turns after the user message (e.g. the ``judge`` domain's two answers).
+    followup: messages after the reference turn (a multi-turn domain's tool results and later assistant turns).
     """
     prompt: str
     fields: dict
     reference: dict
     turns: tuple = ()
+    followup: tuple = ()
 
 
 def reference_message(content: str, reasoning: str) -> dict:
