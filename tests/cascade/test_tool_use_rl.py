@@ -14,6 +14,7 @@ from nemocascade.cascade import pipeline
 from nemocascade.rollout import EpisodeLimits, Rollouts
 from nemocascade.stages import episodes, grpo
 from nemocascade.stages.prompts import decode_samples
+from nemocascade.stages.sft import parse_toy_mix
 
 SMALL_MODEL = dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, expert_hidden_size=32, max_seq_len=512)
 TURN_TOKENS = 4
@@ -131,6 +132,9 @@ def test_the_tiny_preset_fits_its_prompts_and_episodes():
             assert lengths[1] + lengths[2] + rl.rl.max_turn_tokens <= rl.rl.max_new_tokens   # room for the answer
             assert len(tokenizer.encode(data_lib.render(example["messages"], tools=example["tools"],
                                                         thinking=False))) <= sft.data.seq_len
+    # The toy domain holds as many distinct train prompts as the preset draws (else a ValueError says so).
+    for domain, count in parse_toy_mix(sft.data.toy_mix).items():
+        data_lib.toy_examples(domain, "train", max(count, rl.rl.prompts_per_domain))
 
 
 def test_single_turn_batches_keep_the_whole_budget_in_one_generate_call(monkeypatch):
