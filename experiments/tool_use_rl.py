@@ -5,8 +5,9 @@ action, and the reward judges the episode's outcome. This experiment is that loo
 ``tool_use`` prompt asks for a currency conversion at exchange rates only the ``convert`` tool knows
 (``data/toy/tool_use.py``); the policy calls it, the environment (``environments/``) answers with a tool result
 in the next user turn, and the policy's final turn states the amount, which the ``tool_use`` reward checks. Every
-turn is sampled from the policy's own params and prefilled from the whole episode so far, so the sampled tokens
-train strictly on-policy; the tool results are masked out of the loss (``rollout.generate_episodes``).
+turn is sampled from the policy's own params, continuing the row's cache of the whole episode so far, so the
+sampled tokens train strictly on-policy; the tool results are masked out of the loss
+(``rollout.generate_episodes``).
 
 Not modelled: SWE RL's environment itself (repository tools, running a project's tests) and its reward (a repair
 judged, or tests passing). The nano30b preset takes the recipe's agentic settings for episodes in an environment

@@ -1,5 +1,6 @@
-"""Test-wide setup: 8 host CPU devices so meshes are real, float64 available on request, and one persistent XLA
-compilation cache shared by the test processes and every program they launch as a subprocess.
+"""Test-wide setup: 8 host CPU devices so meshes are real, XLA's quick CPU compilation (``cpu_env.py``), float64
+available on request, and one persistent XLA compilation cache shared by the test processes and every program
+they launch as a subprocess.
 
 The launch tests start ``nemocascade.launch`` / ``launch.local`` processes that compile the same small programs
 again and again (a relaunch after a kill, the same tiny model's sampler in several stages and tests): from a
@@ -12,7 +13,11 @@ import os
 
 import pytest
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from cpu_env import FAST_COMPILE, device_count_flag
+
+os.environ.setdefault("XLA_FLAGS", device_count_flag(8))
+if FAST_COMPILE not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " " + FAST_COMPILE
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 

@@ -223,21 +223,26 @@ def test_rlhf_with_a_pairwise_judge_plans_the_judges_sampling():
     assert make_plan(config, hardware.topology("v5p-8"), "rlhf").workload.judge is None
 
 
-def test_multi_turn_episodes_plan_their_last_turns_call_and_every_turns_prefill():
-    """The largest sampler call of a 3-turn episode is its last turn's: the prompt budget and two turns' worth of
-    history prefilled, one turn's budget decoded (the same KV slots as one call over the whole row); each later
-    turn adds a forward over the rows (prefilled again) to the step's FLOPs."""
+def test_multi_turn_episodes_keep_one_cache_and_plan_the_observations_feeding_calls():
+    """A 3-turn episode's rows keep one cache over the whole row (the KV slots and FLOPs of one single-turn call);
+    the sampling workspace is the larger of the prompts' prefill and a call feeding FEED_CHUNK observation tokens
+    per row against the row's slots (one layer's f32 scores: rows x heads x 16 x 608 x 4 bytes)."""
     config = load_config("experiments/tool_use_rl.py")      # tiny: 352-token prompts, 3 turns of 96, 256 in all
+    config.model.kernel_impl = "interpret"                  # flash prefill: it keeps no [P, P] scores
     p = make_plan(config, hardware.topology("v5p-8"), "tool_use_rl")
     wl = p.workload
-    assert (wl.rollout.prompt_len, wl.rollout.new_tokens, wl.rollout.turns, wl.seq_len) == (352 + 160, 96, 3, 608)
-    assert p.rollout_flops == pytest.approx(3 * p.train_flops / 3)          # 1 sampling forward + 2 prefills again
+    assert (wl.rollout.prompt_len, wl.rollout.new_tokens, wl.rollout.turns, wl.seq_len) == (352, 256, 3, 608)
+    assert p.rollout_flops == pytest.approx(p.train_flops / 3)          # each token passes the sampler once
+    rows = wl.rollout.rows // memory.sampler_split(wl.rollout.rows, p.axis_sizes)
+    heads = p.cfg.num_heads // p.axis_sizes["tensor"]
+    assert p.bytes["prefill"] == rows * heads * 16 * 608 * 4
     config.stages.tool_use_rl.rl.max_turns = 1
     config.eval.domains = ()
     single = make_plan(config, hardware.topology("v5p-8"), "tool_use_rl")
     assert (single.workload.rollout.prompt_len, single.workload.rollout.new_tokens) == (352, 256)
-    assert single.bytes["kv_cache"] == p.bytes["kv_cache"] and single.bytes["prefill"] < p.bytes["prefill"]
-    assert single.rollout_flops == pytest.approx(p.train_flops / 3)
+    assert single.bytes["kv_cache"] == p.bytes["kv_cache"]
+    assert single.bytes["prefill"] == memory.prefill_bytes(p.cfg, rows, 352, p.axis_sizes["tensor"])
+    assert single.bytes["prefill"] < p.bytes["prefill"] and single.rollout_flops == pytest.approx(p.rollout_flops)
 
 
 def test_sampler_rows_take_the_sequence_devices_where_they_divide():

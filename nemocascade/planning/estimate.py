@@ -6,7 +6,8 @@ Phases of a step, per device (all terms in bytes, see ``memory.py`` for the acti
   train     resident + gradients (the params' size and dtype; twice that with ``grad_accum_steps > 1``:
             the running sum and the micro-batch's) + saved activations of one micro-batch + one layer's
             weights gathered over ``fsdp`` and cast to the compute dtype
-  rollout   resident + KV cache + prefill workspace (RL stages only)
+  rollout   resident + KV cache + the larger of the prefill's workspace and, for multi-turn episodes, an
+            observation's feeding call's (RL stages only)
   judge     resident + the judge's KV cache + prefill workspace for one of its sampler calls (RLHF with a
             pairwise judge, sized as the policy; the policy's rollouts are done by then)
 The plan fits when the largest phase stays under ``HEADROOM`` of the device's HBM.
@@ -14,9 +15,8 @@ The plan fits when the largest phase stays under ``HEADROOM`` of the device's HB
 Step FLOPs are model FLOPs (``model.flops_per_token``: 6 x active matmul params per token plus the causal
 attention term 6 x attention layers x L x H x Dh; remat recomputation is not counted, as MFU conventions
 go). RL stages add the forward passes of sampling and scoring, 2/6 of the training FLOPs each: the
-rollout itself (with multi-turn episodes, one more forward over the rows per later turn, which prefills the
-episode again: an upper bound), plus the teacher (MOPD) or reward model (RLHF) scoring the rows once, or a pairwise
-judge's sampler calls (a forward over each call's rows x slots). The step time at a
+rollout itself (multi-turn episodes keep their cache, so they too pass each token once), plus the teacher (MOPD)
+or reward model (RLHF) scoring the rows once, or a pairwise judge's sampler calls (a forward over each call's rows x slots). The step time at a
 given MFU is ``FLOPs / (devices x peak x MFU)``; decoding is bandwidth-bound, so for RL stages it is a floor.
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ from nemocascade.planning import memory
 from nemocascade.planning.shards import abstract_params, param_layout
 from nemocascade.planning.workload import Workload, workload
 from nemocascade.rewards import reward_model as reward_model_lib
+from nemocascade.rollout.multi_turn import FEED_CHUNK
 
 HEADROOM = 0.9            # usable fraction of HBM (XLA's own buffers, fragmentation, uncounted temporaries)
 MOMENTS = {"adamw": 2, "sgd": 0}
@@ -173,11 +174,15 @@ def _bucketed(prompt_len: int) -> int:
 
 
 def _sampling_bytes(cfg: model_lib.ModelConfig, rollout, axis_sizes: Mapping[str, int]) -> tuple[int, int]:
-    """(KV/SSM cache, prefill workspace) bytes per device of one sampler call over ``rollout``'s rows."""
+    """(KV/SSM cache, prefill or feeding workspace) bytes per device of one sampler call over ``rollout``'s rows."""
     rows_per_device = rollout.rows // memory.sampler_split(rollout.rows, axis_sizes)
     prompt = _bucketed(rollout.prompt_len)
-    return (memory.kv_cache_bytes(cfg, rows_per_device, prompt + rollout.new_tokens),
-            memory.prefill_bytes(cfg, rows_per_device, prompt, axis_sizes["tensor"]))
+    slots = prompt + rollout.new_tokens
+    workspace = memory.prefill_bytes(cfg, rows_per_device, prompt, axis_sizes["tensor"])
+    if rollout.turns > 1:
+        workspace = max(workspace, memory.cached_feed_bytes(cfg, rows_per_device, min(FEED_CHUNK, slots), slots,
+                                                            axis_sizes["tensor"]))
+    return memory.kv_cache_bytes(cfg, rows_per_device, slots), workspace
 
 
 def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, stage: str | None = None) -> Plan:
@@ -215,8 +220,7 @@ def make_plan(config: ml_collections.ConfigDict, topology: hardware.Topology, st
     if wl.rollout is not None:
         terms["kv_cache"], terms["prefill"] = _sampling_bytes(cfg, wl.rollout, axis_sizes)
         scorer_passes = 1 if wl.resident_models and wl.judge is None else 0
-        prefills = wl.rollout.turns - 1      # each later turn of an episode prefills the row again (at most whole)
-        rollout_flops = (1 + scorer_passes + prefills) * wl.tokens * flops_per_token / 3
+        rollout_flops = (1 + scorer_passes) * wl.tokens * flops_per_token / 3
     if wl.judge is not None:
         terms["judge_kv_cache"], terms["judge_prefill"] = _sampling_bytes(cfg, wl.judge, axis_sizes)
         slots = _bucketed(wl.judge.prompt_len) + wl.judge.new_tokens

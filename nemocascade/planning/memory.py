@@ -187,6 +187,14 @@ def kv_cache_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, slots: int)
     return rows_per_device * (kv + cfg.layer_kinds.count("mamba") * ssm)
 
 
+def cached_feed_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, tokens: int, slots: int, tensor: int) -> int:
+    """One layer's f32 [H, tokens, slots] attention scores of a call feeding ``tokens`` per row into a cache of
+    ``slots`` (a cached call of several tokens runs the XLA path: ``model/attention.py``); 0 without attention."""
+    if not any("attention" in kind for kind in cfg.layer_kinds):
+        return 0
+    return rows_per_device * F32 * _split(cfg.num_heads, tensor) * tokens * slots
+
+
 def prefill_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, prompt_len: int, tensor: int) -> int:
     """The prefill's transient f32 logits of each row's last prompt position, plus, on the XLA attention
     path, one layer's f32 [H, P, P] attention scores (flash attention keeps none)."""

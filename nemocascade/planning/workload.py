@@ -22,10 +22,9 @@ JUDGE_TEMPLATE_TOKENS = 32   # an allowance for the judge prompt's ChatML header
 
 @dataclasses.dataclass(frozen=True)
 class Rollout:
-    """The sampling phase of an RL step: ``rows`` sequences of ``prompt_len + new_tokens`` KV slots, its largest
-    sampler call. Multi-turn episodes (``turns`` > 1) make one call per turn, each prefilling the episode so far:
-    the largest is the last turn's, a history of the prompt budget and all but one turn's budget, plus that
-    turn's budget."""
+    """The sampling phase of an RL step: ``rows`` sequences of ``prompt_len + new_tokens`` KV slots. Multi-turn
+    episodes (``turns`` > 1) keep that cache through the episode and feed each observation into it in calls of
+    ``rollout.multi_turn.FEED_CHUNK`` tokens."""
 
     rows: int
     prompt_len: int
@@ -103,10 +102,8 @@ def workload(config: ml_collections.ConfigDict, stage: str | None = None) -> Wor
         rl = own.rl
         rows = rl.prompts_per_step * rl.num_samples
         seq_len = rl.max_prompt_tokens + rl.max_new_tokens
-        rollout = Rollout(rows=rows, prompt_len=rl.max_prompt_tokens, new_tokens=rl.max_new_tokens)
-        if rl.max_turns > 1:
-            turn = rl.max_turn_tokens or rl.max_new_tokens
-            rollout = Rollout(rows=rows, prompt_len=seq_len - turn, new_tokens=turn, turns=rl.max_turns)
+        rollout = Rollout(rows=rows, prompt_len=rl.max_prompt_tokens, new_tokens=rl.max_new_tokens,
+                          turns=rl.max_turns)
         if kind == "mopd":
             named = set(dict(rl.teachers).values())
             resident = len(named) if named else len(rl.domains)

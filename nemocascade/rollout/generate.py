@@ -1,5 +1,8 @@
 """``generate``: cached sampling from the policy's own params (prefill once, then a jitted decode loop).
 
+``sample_into_cache`` and ``feed_cache`` are its steps over a cache the caller keeps, so that a multi-turn episode
+(``multi_turn.py``) continues its rows' caches from turn to turn.
+
 The cache (``model.init_cache``) holds each attention layer's keys/values and each Mamba-2 layer's conv
 history and SSM state, so a hybrid model's Mamba-2 layers cost O(1) per decoded token.
 
@@ -124,23 +127,87 @@ def validate_prompts(prompts: Sequence[Sequence[int]], cfg: model_lib.ModelConfi
             raise ValueError(f"prompt {i} has token ids outside [0, {cfg.vocab_size}): {bad[:5]}")
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "sampling"), donate_argnames=("cache",))
-def _prefill_and_decode(params, cache, tokens, segment_ids, rng, *, cfg, sampling: SamplingParams):
-    """Prefills the right-padded prompts, then decodes until every row stopped or the budget is spent.
+@dataclasses.dataclass
+class Sampled:
+    """What one sampler call appended to each of its ``N`` rows (host numpy arrays, ``T = max_new_tokens``).
+
+    Attributes:
+      tokens: int32[N, T] the sampled tokens (0 after a row's length).
+      logprobs: f32[N, T] their log-probs (0 after a row's length).
+      lengths: int32[N] tokens sampled (a stop token, when one ended the row, included).
+      finished: bool[N] True if a stop token ended the row.
+      forced: bool[N, T] True on tokens forced by the thinking budget.
+    """
+
+    tokens: np.ndarray
+    logprobs: np.ndarray
+    lengths: np.ndarray
+    finished: np.ndarray
+    forced: np.ndarray
+
+
+def right_padded(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens int32[N, width], segment_ids int32[N, width]) of token-id ``rows`` (each at most ``width`` long),
+    padded on the right with ``pad_id`` (segment 0)."""
+    tokens = np.full((len(rows), width), pad_id, np.int32)
+    segment_ids = np.zeros((len(rows), width), np.int32)
+    for i, row in enumerate(rows):
+        tokens[i, :len(row)] = row
+        segment_ids[i, :len(row)] = 1
+    return tokens, segment_ids
+
+
+def sample_into_cache(params, cfg: model_lib.ModelConfig, cache, tokens: np.ndarray, segment_ids: np.ndarray, *,
+                      sampling: SamplingParams, rng: jax.Array, fresh: bool, mesh=None) -> tuple[Sampled, dict]:
+    """Feeds each row's right-padded ``tokens`` into ``cache``, then samples until every row stopped or the budget
+    is spent.
 
     Args:
-      tokens: int32[N, P] right-padded prompts; segment_ids int32[N, P] (1 = prompt token, 0 = pad).
+      cache: ``model.init_cache``'s cache over ``N`` rows, placed as ``sharding.sampler_rows_sharding`` places it
+        when ``mesh`` is given; donated (do not reuse it).
+      tokens, segment_ids: int32[N, W] (``right_padded``); every row feeds at least one token.
+      fresh: True if the cache is empty (the tokens are prefilled as self-attention: flash attention with the
+        Pallas kernels); False continues each row after its cached tokens.
     Returns:
-      ((response tokens int32[N, T], logprobs f32[N, T], response lengths int32[N], finished bool[N],
-        forced bool[N, T]), final cache) with T = sampling.max_new_tokens.
+      (``Sampled``, the cache after the call). The cache holds the fed tokens and every sampled token but each
+      row's last one: a caller continuing a row feeds that token first.
     """
+    with _maybe_mesh(mesh):
+        out, cache = _feed_and_decode(params, cache, *_rows_on_device(mesh, tokens, segment_ids), rng, cfg=cfg,
+                                      sampling=sampling, fresh=fresh)
+    return Sampled(*sharding_lib.to_host(out)), cache
+
+
+def feed_cache(params, cfg: model_lib.ModelConfig, cache, tokens: np.ndarray, segment_ids: np.ndarray, *,
+               mesh=None) -> dict:
+    """The cache after feeding each row's right-padded ``tokens`` int32[N, W] after its cached tokens (a row may
+    feed none: all its ``segment_ids`` 0); nothing is sampled. ``cache`` as in ``sample_into_cache`` (donated)."""
+    with _maybe_mesh(mesh):
+        return _feed(params, cache, *_rows_on_device(mesh, tokens, segment_ids), cfg=cfg)
+
+
+def _rows_on_device(mesh, *arrays: np.ndarray) -> tuple[jax.Array, ...]:
+    """Host arrays over the sampler's rows, on device (split as ``sharding.sampler_rows_sharding`` with a mesh)."""
+    on_device = tuple(jnp.asarray(a) for a in arrays)
+    if mesh is None:
+        return on_device
+    return jax.device_put(on_device, sharding_lib.sampler_rows_sharding(mesh, arrays[0].shape[0]))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",), donate_argnames=("cache",))
+def _feed(params, cache, tokens, segment_ids, *, cfg):
+    return model_lib.hidden_states(params, cfg, tokens, segment_ids=segment_ids, cache=cache)[1]["cache"]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "sampling", "fresh"), donate_argnames=("cache",))
+def _feed_and_decode(params, cache, tokens, segment_ids, rng, *, cfg, sampling: SamplingParams, fresh: bool):
+    """``sample_into_cache`` on device: ((tokens, logprobs, lengths, finished, forced), final cache)."""
     n = tokens.shape[0]
     budget = sampling.max_new_tokens
-    prompt_lengths = jnp.sum(segment_ids > 0, axis=1)
-    # The cache is fresh (prefill=True: self-attention, flash attention with the Pallas kernels), and the LM
-    # head runs on each row's last prompt position only: no f32 [N, P, V] prefill logits.
-    hidden, aux = model_lib.hidden_states(params, cfg, tokens, segment_ids=segment_ids, cache=cache, prefill=True)
-    last_hidden = jnp.take_along_axis(hidden, (prompt_lengths - 1)[:, None, None], axis=1)[:, 0]
+    fed_lengths = jnp.sum(segment_ids > 0, axis=1)
+    # The LM head runs on each row's last fed position only: no f32 [N, P, V] prefill logits.
+    hidden, aux = model_lib.hidden_states(params, cfg, tokens, segment_ids=segment_ids, cache=cache, prefill=fresh)
+    last_hidden = jnp.take_along_axis(hidden, (fed_lengths - 1)[:, None, None], axis=1)[:, 0]
     last_logits = model_lib.head_logits(params, cfg, last_hidden)
     stop_tokens = jnp.asarray(sampling.stop_tokens or (-1,), jnp.int32)
     think_end = jnp.asarray(sampling.think_end_tokens or (-1,), jnp.int32)
@@ -233,32 +300,23 @@ def generate(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]
     n = len(rows)
     prompt_lengths = np.asarray([len(r) for r in rows], np.int32)
     width = min(prompt_bucket(int(prompt_lengths.max())), cfg.max_seq_len - max_new_tokens)
-    tokens = np.full((n, width), pad_id, np.int32)
-    segment_ids = np.zeros((n, width), np.int32)
-    for i, row in enumerate(rows):
-        tokens[i, :len(row)] = row
-        segment_ids[i, :len(row)] = 1
-
     cache = model_lib.init_cache(cfg, n, width + max_new_tokens)
-    tokens_dev, segment_dev = jnp.asarray(tokens), jnp.asarray(segment_ids)
     if mesh is not None:
-        rows_sharding = sharding_lib.sampler_rows_sharding(mesh, n)
-        tokens_dev, segment_dev, cache = jax.device_put((tokens_dev, segment_dev, cache), rows_sharding)
-    with _maybe_mesh(mesh):
-        out, _ = _prefill_and_decode(params, cache, tokens_dev, segment_dev, rng, cfg=cfg, sampling=sampling)
-    response, logprobs, lengths, finished, forced = sharding_lib.to_host(out)
+        cache = jax.device_put(cache, sharding_lib.sampler_rows_sharding(mesh, n))
+    out, _ = sample_into_cache(params, cfg, cache, *right_padded(rows, width, pad_id), sampling=sampling, rng=rng,
+                               fresh=True, mesh=mesh)
 
     full_tokens = np.full((n, width + max_new_tokens), pad_id, np.int32)
     full_logprobs = np.zeros((n, width + max_new_tokens), np.float32)
     full_forced = np.zeros((n, width + max_new_tokens), bool)
     for i, row in enumerate(rows):
-        p, r = len(row), int(lengths[i])
+        p, r = len(row), int(out.lengths[i])
         full_tokens[i, :p] = row
-        full_tokens[i, p:p + r] = response[i, :r]
-        full_logprobs[i, p:p + r] = logprobs[i, :r]
-        full_forced[i, p:p + r] = forced[i, :r]
+        full_tokens[i, p:p + r] = out.tokens[i, :r]
+        full_logprobs[i, p:p + r] = out.logprobs[i, :r]
+        full_forced[i, p:p + r] = out.forced[i, :r]
     return Rollouts(tokens=full_tokens, logprobs=full_logprobs, prompt_lengths=prompt_lengths,
-                    response_lengths=lengths.astype(np.int32), finished=finished.astype(bool),
+                    response_lengths=out.lengths.astype(np.int32), finished=out.finished.astype(bool),
                     forced=full_forced, observed=np.zeros_like(full_forced))
 
 

@@ -4,10 +4,12 @@ An episode alternates sampled turns and environment observations on one token ro
 
   prompt | turn 1 (sampled, ends with a stop token) | observation 1 (the environment's ids) | turn 2 | ...
 
-Each turn is one ``generate`` call over the rows still playing, with the row's whole history as its prompt
-(prefilled again: no cache is kept between turns). The sampler's log-probs of a turn are therefore those of one
-full forward over the finished row, so a multi-turn row trains strictly on-policy like a single-turn one; the
-observation tokens are flagged in ``Rollouts.observed`` (log-prob 0) and no loss trains on them.
+The rows keep one cache for the whole episode: the first turn prefills the prompts, and each later turn feeds
+only the previous turn's last token and the observation (in calls of at most ``FEED_CHUNK`` tokens, which bound
+the cached attention's f32 [H, chunk, slots] scores) before it decodes. The rows still playing are gathered into
+a smaller batch as episodes end. The sampler's log-probs of a turn are those of one full forward over the
+finished row, so a multi-turn row trains strictly on-policy like a single-turn one; the observation tokens are
+flagged in ``Rollouts.observed`` (log-prob 0) and no loss trains on them.
 
 An episode ends (``finished=True``) when the environment answers a turn with None (e.g. the turn calls no tool:
 it is the final answer). It ends unfinished (``finished=False``) when a turn hits ``EpisodeLimits.turn_tokens``
@@ -23,9 +25,14 @@ import jax
 import numpy as np
 
 from nemocascade import model as model_lib
-from nemocascade.rollout.generate import Rollouts, generate, prompt_bucket, validate_prompts
+from nemocascade import sharding as sharding_lib
+from nemocascade.rollout.generate import (Rollouts, SamplingParams, feed_cache, prompt_bucket, right_padded,
+                                          sample_into_cache, validate_prompts)
 
 Respond = Callable[[int, list[int]], "Sequence[int] | None"]
+# Observation tokens fed into the cache per call (prompt_bucket's multiple): the call's cached attention holds one
+# layer's f32 [rows, H, FEED_CHUNK, slots] scores, 7 GiB per device for experiments/tool_use_rl.py:nano30b.
+FEED_CHUNK = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,26 +82,38 @@ def generate_episodes(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequ
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     validate_prompts(prompts, cfg, limits.total_tokens)
+    sampling = SamplingParams(max_new_tokens=limits.turn_tokens, temperature=float(temperature), top_p=float(top_p),
+                              top_k=int(top_k), stop_tokens=tuple(int(t) for t in stop_tokens))
     prompt_rows = [list(map(int, p)) for p in prompts for _ in range(num_samples)]
     n = len(prompt_rows)
     responses: list[list[int]] = [[] for _ in range(n)]
     logprobs: list[list[float]] = [[] for _ in range(n)]
     observed: list[list[bool]] = [[] for _ in range(n)]
     finished = np.zeros(n, bool)
-    open_rows = list(range(n))
+    width = _prompt_width(prompt_rows, cfg, limits.total_tokens)
+    cache = _on_rows(model_lib.init_cache(cfg, n, width + limits.total_tokens), mesh)
+    open_rows, slots, pending = list(range(n)), {}, {}   # slots: row -> its cache row; pending: ids to feed next
     for turn in range(limits.max_turns):
         if not open_rows:
             break
         batch = _padded_rows(open_rows, n)
-        out = generate(params, cfg, [prompt_rows[i] + responses[i] for i in batch],
-                       max_new_tokens=limits.turn_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                       stop_tokens=stop_tokens, rng=jax.random.fold_in(rng, turn), mesh=mesh, pad_id=pad_id)
+        turn_rng = jax.random.fold_in(rng, turn)
+        if turn == 0:
+            out, cache = sample_into_cache(params, cfg, cache, *right_padded(prompt_rows, width, pad_id),
+                                           sampling=sampling, rng=turn_rng, fresh=True, mesh=mesh)
+        else:
+            cache = _on_rows(_take_rows(cache, np.asarray([slots[row] for row in batch], np.int32)), mesh)
+            feeds = [pending[row] for row in batch]
+            cache = _feed_in_chunks(params, cfg, cache, [f[:-1] for f in feeds], mesh=mesh, pad_id=pad_id)
+            out, cache = sample_into_cache(params, cfg, cache, *right_padded([f[-1:] for f in feeds], 1, pad_id),
+                                           sampling=sampling, rng=turn_rng, fresh=False, mesh=mesh)
+        slots = {row: j for j, row in enumerate(open_rows)}
         still_open = []
         for j, row in enumerate(open_rows):
-            start, length = int(out.prompt_lengths[j]), int(out.response_lengths[j])
-            turn_ids = out.tokens[j, start:start + length].tolist()
+            length = int(out.lengths[j])
+            turn_ids = out.tokens[j, :length].tolist()
             responses[row] += turn_ids
-            logprobs[row] += out.logprobs[j, start:start + length].tolist()
+            logprobs[row] += out.logprobs[j, :length].tolist()
             observed[row] += [False] * length
             if not out.finished[j]:
                 continue                      # the turn hit its budget: the episode ends unfinished
@@ -108,18 +127,46 @@ def generate_episodes(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequ
                 responses[row] += observation
                 logprobs[row] += [0.0] * len(observation)
                 observed[row] += [True] * len(observation)
+                pending[row] = turn_ids[-1:] + observation   # the stop token is not in the cache yet
                 still_open.append(row)
         open_rows = still_open
-    return _as_rollouts(prompt_rows, responses, logprobs, observed, finished, cfg=cfg,
+    return _as_rollouts(prompt_rows, responses, logprobs, observed, finished, width=width,
                         total_tokens=limits.total_tokens, pad_id=pad_id)
 
 
-def _as_rollouts(prompt_rows, responses, logprobs, observed, finished, *, cfg, total_tokens: int,
+def _prompt_width(prompt_rows: list[list[int]], cfg: model_lib.ModelConfig, total_tokens: int) -> int:
+    """The prompts' padded width: the longest prompt's bucket, at most what leaves ``total_tokens`` slots."""
+    return min(prompt_bucket(max(map(len, prompt_rows))), cfg.max_seq_len - total_tokens)
+
+
+def _on_rows(cache, mesh):
+    """``cache`` split over the sampler's rows (``sharding.sampler_rows_sharding``) when there is a mesh."""
+    if mesh is None:
+        return cache
+    return jax.device_put(cache, sharding_lib.sampler_rows_sharding(mesh, cache["lengths"].shape[0]))
+
+
+@jax.jit
+def _take_rows(cache, rows):
+    """The cache of rows ``rows`` int32[M] (in that order)."""
+    return jax.tree.map(lambda x: x[rows], cache)
+
+
+def _feed_in_chunks(params, cfg, cache, feeds: list[list[int]], *, mesh, pad_id: int):
+    """``cache`` after feeding each row's ``feeds`` ids, ``FEED_CHUNK`` tokens per call (none if all are empty)."""
+    for start in range(0, max(map(len, feeds)), FEED_CHUNK):
+        chunk = [f[start:start + FEED_CHUNK] for f in feeds]
+        cache = feed_cache(params, cfg, cache, *right_padded(chunk, prompt_bucket(max(map(len, chunk))), pad_id),
+                           mesh=mesh)
+    return cache
+
+
+def _as_rollouts(prompt_rows, responses, logprobs, observed, finished, *, width: int, total_tokens: int,
                  pad_id: int) -> Rollouts:
     """The rows laid out as ``generate`` lays them out (prompt, response, padding)."""
     n = len(prompt_rows)
     prompt_lengths = np.asarray([len(p) for p in prompt_rows], np.int32)
-    width = min(prompt_bucket(int(prompt_lengths.max())), cfg.max_seq_len - total_tokens) + total_tokens
+    width += total_tokens
     tokens = np.full((n, width), pad_id, np.int32)
     row_logprobs = np.zeros((n, width), np.float32)
     row_observed = np.zeros((n, width), bool)

@@ -18,6 +18,7 @@ import numpy as np
 from nemocascade import model as model_lib
 from nemocascade.checkpoint import restore_params
 from nemocascade.configs import model_config
+from cpu_env import cpu_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -32,7 +33,7 @@ class Launch:
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+                env=cpu_env(2))
 
     def output(self) -> str:
         with open(self.log_path) as f:

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from nemocascade.cascade.ledger import Ledger
+from cpu_env import cpu_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ORDER = ("sft", "if_rl", "math_rl", "mopd")
@@ -32,9 +33,8 @@ def _overrides():
 
 
 def _launch(workdir):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     proc = subprocess.run([sys.executable, "-m", "nemocascade.launch", "--config=experiments/mopd.py",
-                           f"--workdir={workdir}", *_overrides()], cwd=REPO, env=env, capture_output=True,
+                           f"--workdir={workdir}", *_overrides()], cwd=REPO, env=cpu_env(2), capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return proc.stdout

@@ -15,6 +15,7 @@ from nemocascade.hf import convert, load_pretrained, qwen3_moe, save_pretrained
 from nemocascade.hf import mapping
 from nemocascade.hf.mapping import param_shapes
 from nemocascade.hf.safetensors_io import SINGLE_FILE, CheckpointReader, TensorSpec, write_checkpoint
+from cpu_env import cpu_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -147,8 +148,7 @@ def test_tables_must_cover_the_params():
 
 def _convert_cli(*args: str) -> None:
     """Runs ``python -m nemocascade.hf.convert`` in a fresh process (absl's global FLAGS stay untouched)."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-m", "nemocascade.hf.convert", *args], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-m", "nemocascade.hf.convert", *args], cwd=REPO, env=cpu_env(8),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"convert {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 

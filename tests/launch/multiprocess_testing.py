@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -29,15 +29,17 @@ TIMEOUT_S = 420  # per launcher run; a run takes ~20-30 s on 2 idle cores, sever
 DEVICES = 8
 
 
-def start(config: str, root, processes: int, overrides: Mapping[str, str], *, log_path=None) -> subprocess.Popen:
+def start(config: str, root, processes: int, overrides: Mapping[str, str], *, log_path=None,
+          launcher_args: Sequence[str] = ()) -> subprocess.Popen:
     """``launch.local --config=<config>`` with ``overrides`` under ``root`` on ``processes`` x (8 / processes) CPU
     devices, in its own session (with the test run's persistent compilation cache: ``tests/conftest.py``; the
     1 x 8 and 2 x 4 runs compile different programs, a relaunch loads its own). Its output goes to a pipe
     (read by :func:`finish`), or to the file ``log_path`` for a run that a test polls and kills (a pipe nobody
-    reads meanwhile could fill up and stall it)."""
+    reads meanwhile could fill up and stall it). ``launcher_args``: more ``launch.local`` flags (e.g. ``--entry``)."""
     args = [sys.executable, "-m", "launch.local", f"--config={config}", f"--root_workdir={root}",
             f"--processes={processes}", f"--cpu_devices={DEVICES // processes}", "--platform=cpu",
-            f"--port={portpicker.pick_unused_port()}", *(f"--override={k}={v}" for k, v in overrides.items())]
+            f"--port={portpicker.pick_unused_port()}", *(f"--override={k}={v}" for k, v in overrides.items()),
+            *launcher_args]
     if log_path is None:
         return subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)
@@ -82,13 +84,14 @@ def kill_at_first_checkpoint(proc: subprocess.Popen, checkpoint_dir, log_path) -
     return max(int(name) for name in os.listdir(checkpoint_dir) if name.isdigit())
 
 
-def run_one_and_two(config: str, one, two, overrides: Mapping[str, str]) -> tuple[list[str], list[str]]:
+def run_one_and_two(config: str, one, two, overrides: Mapping[str, str],
+                    launcher_args: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """Runs ``config`` as 1 process x 8 devices under ``one`` and 2 processes x 4 devices under ``two``, both at
     once; returns their output lines (if one fails, the other is killed)."""
     with contextlib.ExitStack() as stack:
-        single = start(config, one, 1, overrides)
+        single = start(config, one, 1, overrides, launcher_args=launcher_args)
         stack.callback(kill, single)
-        multi = start(config, two, 2, overrides)
+        multi = start(config, two, 2, overrides, launcher_args=launcher_args)
         stack.callback(kill, multi)
         return (finish(single, f"{config}: the 1-process x 8-device run"),
                 finish(multi, f"{config}: the 2-process x 4-device run"))

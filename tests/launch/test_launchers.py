@@ -106,7 +106,7 @@ def test_local_dry_run_one_process_per_work_unit(tmp_path):
 def test_local_dry_run_emulates_hosts_with_coordinator_env(tmp_path):
     out = _launcher("launch.local", "--config=experiments/mopd.py:tiny", f"--root_workdir={tmp_path}",
                     "--python=python3", "--processes=3", "--cpu_devices=4", "--platform=cpu", "--port=9999",
-                    "--entry=launch.probe", "--dry_run")
+                    "--entry=launch.probe", "--dry_run", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     args = shlex.join(_entry_args("experiments/mopd.py:tiny", f"{tmp_path}/mopd-tiny/0", []))
     assert out.stdout.splitlines() == [
         f"cd {REPO}", f"# work unit 0: {tmp_path}/mopd-tiny/0",

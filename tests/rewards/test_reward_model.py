@@ -17,6 +17,7 @@ from nemocascade import sharding as sharding_lib
 from nemocascade.rewards import reward_model as rm
 from nemocascade.stages import reward_model as rm_stage
 from nemocascade.train import create_train_state, make_optimizer, make_train_step
+from cpu_env import cpu_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = model_lib.ModelConfig(vocab_size=1024, d_model=32, num_layers=2, num_heads=2, num_kv_heads=1, num_experts=4,
@@ -180,13 +181,12 @@ def test_launch_trains_a_reward_model_that_ranks_heldout_pairs(tmp_path):
     and evaluates 500). One CPU device: 8 simulated devices on a small CI machine are ~3x slower (the mesh
     path of scoring is covered above)."""
     workdir = str(tmp_path / "rm")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     overrides = (f"--config.train.steps={STEPS}", f"--config.optimizer.total_steps={STEPS}",
                  "--config.train.checkpoint_every=20", "--config.data.num_pairs=1000",
                  "--config.reward_model.eval_pairs=200")
     proc = subprocess.run([sys.executable, "-m", "nemocascade.launch", "--config=experiments/reward_model.py",
                            f"--workdir={workdir}", *overrides], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env={**env, "JAX_PLATFORMS": "cpu"})
+                          timeout=900, env=cpu_env())
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     with open(os.path.join(workdir, "eval.json")) as f:
         result = json.load(f)["reward_model"]

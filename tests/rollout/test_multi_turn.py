@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from nemocascade import model as m
-from nemocascade.rollout import EpisodeLimits, generate_episodes
+from nemocascade import sharding
+from nemocascade.rollout import EpisodeLimits, generate_episodes, multi_turn
 from rollout_testing import full_forward_logprobs
 
 BASE = m.presets.tiny().replace(vocab_size=48, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -35,18 +36,14 @@ LIMITS = EpisodeLimits(max_turns=3, turn_tokens=8, total_tokens=40)
 TEMPERATURE = 0.8    # one sampling setting (and turn budget) for every test: the compiled turns are shared
 
 
-def _episodes(params, cfg, env, *, limits=LIMITS, temperature=TEMPERATURE, rng=7):
+def _episodes(params, cfg, env, *, limits=LIMITS, temperature=TEMPERATURE, rng=7, mesh=None):
     return generate_episodes(params, cfg, PROMPTS, env, limits=limits, num_samples=2, temperature=temperature,
-                             stop_tokens=STOPS, rng=jax.random.PRNGKey(rng))
+                             stop_tokens=STOPS, rng=jax.random.PRNGKey(rng), mesh=mesh)
 
 
-@pytest.mark.parametrize("cfg", [BASE, HYBRID], ids=["moe", "mamba-hybrid"])
-def test_sampled_turns_equal_one_full_forward(cfg):
-    """Every turn is prefilled from the row's whole history (observations included), so the sampler's log-probs
-    of the sampled tokens are those of one forward over the finished row; observations get 0 and no mask."""
-    params = m.init_params(cfg, jax.random.PRNGKey(1))
-    env = RecordingEnvironment()
-    ro = _episodes(params, cfg, env)
+def _assert_on_policy(params, cfg, ro):
+    """The sampler's log-probs of the sampled tokens are those of one forward over each finished row;
+    observations get 0 and no mask."""
     assert ro.observed.any() and (ro.response_mask().sum(axis=1) > 0).all()
     reference = full_forward_logprobs(params, cfg, ro, TEMPERATURE, packed=False)
     for i, ref in enumerate(reference):
@@ -55,6 +52,38 @@ def test_sampled_turns_equal_one_full_forward(cfg):
         np.testing.assert_allclose(ro.logprobs[i, p:p + r][sampled], ref[sampled], rtol=1e-5, atol=1e-5)
         assert np.all(ro.logprobs[i, p:p + r][~sampled] == 0)
         np.testing.assert_array_equal(ro.response_mask()[i, p:p + r], sampled.astype(np.float32))
+
+
+@pytest.mark.parametrize("cfg", [BASE, HYBRID], ids=["moe", "mamba-hybrid"])
+def test_sampled_turns_equal_one_full_forward(cfg):
+    """Each row's cache lives through the episode (later turns feed only the last turn's stop token and the
+    observation), and still every turn's log-probs are those of one forward over the finished row."""
+    params = m.init_params(cfg, jax.random.PRNGKey(1))
+    _assert_on_policy(params, cfg, _episodes(params, cfg, RecordingEnvironment()))
+
+
+def test_long_observations_are_fed_in_chunks():
+    """Observations longer than FEED_CHUNK take several feeding calls, in which rows with shorter observations
+    feed nothing (attention slots and Mamba-2 states must stay as they were)."""
+    params = m.init_params(HYBRID, jax.random.PRNGKey(8))
+    long_answers = lambda row, turn: None if turn[-1] in FINAL else [40 + row % 8] * (1 + 7 * (row % 4))  # noqa
+    ro = _episodes(params, HYBRID, long_answers, limits=EpisodeLimits(max_turns=3, turn_tokens=8, total_tokens=64))
+    observation_lengths = [len(run) for flags in ro.observed for run in "".join("x" if f else " " for f in flags)
+                           .split()]
+    assert max(observation_lengths) > multi_turn.FEED_CHUNK > min(observation_lengths)
+    _assert_on_policy(params, HYBRID, ro)
+
+
+def test_sharded_mesh_matches():
+    """The cache split over a mesh's rows, and gathered as episodes end, gives the unsharded episodes."""
+    params = m.init_params(BASE, jax.random.PRNGKey(9))
+    plain = _episodes(params, BASE, RecordingEnvironment())
+    mesh = sharding.make_mesh(dict(data=2, fsdp=2, tensor=2))
+    sharded = _episodes(jax.device_put(params, sharding.param_shardings(mesh, BASE)), BASE, RecordingEnvironment(),
+                        mesh=mesh)
+    assert plain.observed.any()
+    np.testing.assert_array_equal(plain.tokens, sharded.tokens)
+    np.testing.assert_allclose(plain.logprobs, sharded.logprobs, rtol=1e-5, atol=1e-5)
 
 
 def test_rows_interleave_turns_and_the_environments_observations():
