@@ -154,7 +154,8 @@ def judge_config(**overrides) -> ml_collections.ConfigDict:
     with a judged domain (``rewards.JUDGED_DOMAINS``: ``long_context``) scores that domain's answers against the
     reference answer with it (``rewards/answer_judge.py``). Defaults: greedy verdicts; pairwise: every pair of a
     prompt's rollouts judged once, no length terms (RECIPE.md names a length normalisation and a conciseness bonus,
-    not their sizes); answer judge: NeMo Gym's ``equivalence_llm_judge`` labels, no swap check."""
+    not their sizes); answer judge: NeMo Gym's ``equivalence_llm_judge`` labels and per-row regex settings, no swap
+    check."""
     judge = dict(
         checkpoint="",                   # a checkpoint dir of this project (e.g. a HF model imported with hf.convert)
         stage="",                        # in a cascade: an earlier stage whose final checkpoint is the judge
@@ -179,6 +180,10 @@ def judge_config(**overrides) -> ml_collections.ConfigDict:
         answer_regex="",                 # what of the final answer the judge sees ("" = all)
         check_twice_swap=False,          # an equal verdict is checked again with the two answers swapped
         reward_if_swap_fails=0.0,        # the reward when that second verdict is not equal
+        use_per_record_regex=True,       # a row's template_metadata.output_regex replaces answer_regex
+        extraction_length_threshold=120,  # such a row with a longer reference: the whole answer judged once (0 = off)
+        check_full_generation_on_fail=True,        # such a row judged not equal: judged again on the whole answer
+        reward_if_full_generation_succeeds=0.5,    # the reward when that rescue verdict is equal
     )
     judge.update(overrides)
     return ml_collections.ConfigDict(judge)

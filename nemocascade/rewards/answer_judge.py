@@ -20,9 +20,16 @@ verdict that contains ``equal_label`` (the answers agree) or ``not_equal_label``
 - **reward**: 1 for an equal verdict, else 0. With ``check_twice_swap``, an equal verdict is checked a second
   time with the reference and the generated answer swapped in the template; if that verdict is not equal too,
   the reward is ``reward_if_swap_fails`` (default 0).
+- **a row's own answer regex** (NeMo Gym's OpenQA settings, defaults as there): with ``use_per_record_regex``, a
+  row's ``template_metadata.output_regex`` replaces ``answer_regex`` for that row. Such a row whose reference
+  answer is longer than ``extraction_length_threshold`` characters (0 = no threshold) is judged on its whole
+  final answer, and gets neither a swap check nor a rescue. Otherwise, with ``check_full_generation_on_fail``, a
+  row with its own regex whose first verdict is not equal is judged again on its whole final answer (rescuing
+  answers that the regex cut wrongly): ``reward_if_full_generation_succeeds`` (default 0.5) if that verdict is
+  equal, else 0.
 
-Examples carry ``messages`` and ``expected_answer``. Not modelled: NeMo Gym's per-row
-``template_metadata.output_regex`` and its partial-credit rescue pass.
+Examples carry ``messages`` and ``expected_answer``, optionally ``template_metadata`` (an object; its
+``output_regex`` a valid regular expression, checked before any rollout).
 """
 from __future__ import annotations
 
@@ -100,14 +107,17 @@ class AnswerJudgeFn(JudgeRewardFn):
     """The reward-fn contract backed by a reference-answer judge (module docstring).
 
     Info per sample: ``judge_verdict`` (one of ``VERDICTS``; absent for an empty answer), ``judge_swap_verdict``
-    (with ``check_twice_swap``, for an equal first verdict), ``judged_answer`` (the text the judge saw);
-    ``take_verdict_counts`` counts the verdicts across calls.
+    (with ``check_twice_swap``, for an equal first verdict), ``judge_rescue_verdict`` (the verdict on the whole
+    answer of a rescued row), ``judged_answer`` (the text the judge saw first); ``take_verdict_counts`` counts
+    the verdicts across calls.
 
     Args:
       model: the ``JudgeModel``.
       template, equal_label, not_equal_label: the judge's user turn and verdict labels (module docstring).
       question_regex, answer_regex: what of the last user turn / the final answer the judge sees ("" = all).
       check_twice_swap, reward_if_swap_fails: the second, swapped check of an equal verdict.
+      use_per_record_regex, extraction_length_threshold, check_full_generation_on_fail,
+        reward_if_full_generation_succeeds: a row's own answer regex and the rescue pass (module docstring).
       options: ``RewardFn`` options (``require_thinking``, shaping).
     """
     domain = "long_context"
@@ -116,7 +126,9 @@ class AnswerJudgeFn(JudgeRewardFn):
     def __init__(self, model: JudgeModel, *, template: str = ANSWER_JUDGE_TEMPLATE,
                  equal_label: str = EQUAL_LABEL, not_equal_label: str = NOT_EQUAL_LABEL,
                  question_regex: str = "", answer_regex: str = "", check_twice_swap: bool = False,
-                 reward_if_swap_fails: float = 0.0, **options):
+                 reward_if_swap_fails: float = 0.0, use_per_record_regex: bool = True,
+                 extraction_length_threshold: int = 120, check_full_generation_on_fail: bool = True,
+                 reward_if_full_generation_succeeds: float = 0.5, **options):
         super().__init__(model, **options)
         check_template(template)
         if not equal_label or not not_equal_label or equal_label == not_equal_label:
@@ -127,6 +139,13 @@ class AnswerJudgeFn(JudgeRewardFn):
         self.question_regex = compile_regex(question_regex, "rl.judge.question_regex")
         self.answer_regex = compile_regex(answer_regex, "rl.judge.answer_regex")
         self.check_twice_swap, self.reward_if_swap_fails = check_twice_swap, float(reward_if_swap_fails)
+        if extraction_length_threshold < 0:
+            raise ValueError(f"rl.judge.extraction_length_threshold must be >= 0 (0 = none), got "
+                             f"{extraction_length_threshold}")
+        self.use_per_record_regex = use_per_record_regex
+        self.extraction_length_threshold = int(extraction_length_threshold)
+        self.check_full_generation_on_fail = check_full_generation_on_fail
+        self.reward_if_full_generation_succeeds = float(reward_if_full_generation_succeeds)
 
     @classmethod
     def from_settings(cls, judge, *, default_tokenizer: str = "", mesh=None, seed: int = 0) -> "AnswerJudgeFn":
@@ -136,7 +155,10 @@ class AnswerJudgeFn(JudgeRewardFn):
                    template=judge.template or ANSWER_JUDGE_TEMPLATE, equal_label=judge.equal_label,
                    not_equal_label=judge.not_equal_label, question_regex=judge.question_regex,
                    answer_regex=judge.answer_regex, check_twice_swap=judge.check_twice_swap,
-                   reward_if_swap_fails=judge.reward_if_swap_fails)
+                   reward_if_swap_fails=judge.reward_if_swap_fails, use_per_record_regex=judge.use_per_record_regex,
+                   extraction_length_threshold=judge.extraction_length_threshold,
+                   check_full_generation_on_fail=judge.check_full_generation_on_fail,
+                   reward_if_full_generation_succeeds=judge.reward_if_full_generation_succeeds)
 
     def judge_prompt(self, question: str, expected_answer: str, generated_answer: str) -> str:
         """The judge's generation prompt: the template's user turn, the assistant header and the mode's prefix."""
@@ -153,23 +175,54 @@ class AnswerJudgeFn(JudgeRewardFn):
         self.count_verdicts(len(verdicts), verdicts.count("unparsed"))
         return verdicts
 
+    def validate_example(self, where: str, sample: dict) -> None:
+        metadata = sample.get("template_metadata")
+        if metadata is None:
+            return
+        if not isinstance(metadata, dict):
+            raise ValueError(f"{where}['template_metadata'] must be an object, got {metadata!r:.60}")
+        regex = metadata.get("output_regex")
+        if regex is not None and not isinstance(regex, str):
+            raise ValueError(f"{where}['template_metadata']['output_regex'] must be a string, got {regex!r:.60}")
+        compile_regex(regex or "", f"{where}['template_metadata']['output_regex']")
+
+    def _own_regex(self, sample: dict) -> re.Pattern | None:
+        """The row's ``template_metadata.output_regex`` (with ``use_per_record_regex``), else None."""
+        if not self.use_per_record_regex:
+            return None
+        return compile_regex((sample.get("template_metadata") or {}).get("output_regex") or "", "output_regex")
+
     def verify_batch(self, samples: Sequence[dict], answers: Sequence[str]) -> list[Verification]:
         questions = [last_match(last_user_text(s["messages"]), self.question_regex) for s in samples]
         expected = [str(s["expected_answer"]) for s in samples]
-        judged = [last_match(a, self.answer_regex) for a in answers]
+        own = [self._own_regex(s) for s in samples]
+        # A row with its own regex and a long reference answer: judged on the whole answer, once.
+        whole_only = [regex is not None and 0 < self.extraction_length_threshold < len(reference)
+                      for regex, reference in zip(own, expected)]
+        judged = [last_match(a, None if whole else regex if regex is not None else self.answer_regex)
+                  for a, regex, whole in zip(answers, own, whole_only)]
         asked = [i for i, answer in enumerate(judged) if answer]
         first = dict(zip(asked, self._verdicts_of([(questions[i], expected[i], judged[i]) for i in asked])))
-        swapped = {}
+        swapped, rescued = {}, {}
         if self.check_twice_swap:
-            again = [i for i in asked if first[i] == "equal"]
+            again = [i for i in asked if first[i] == "equal" and not whole_only[i]]
             swapped = dict(zip(again, self._verdicts_of([(questions[i], judged[i], expected[i]) for i in again])))
+        if self.check_full_generation_on_fail:
+            again = [i for i in asked if first[i] != "equal" and own[i] is not None and not whole_only[i]]
+            rescued = dict(zip(again, self._verdicts_of([(questions[i], expected[i], answers[i].strip())
+                                                          for i in again])))
         results = []
         for i, answer in enumerate(judged):
             if i not in first:
                 results.append(Verification(0.0, "empty answer", False, {"judged_answer": answer}))
                 continue
             info = {"judge_verdict": first[i], "judged_answer": answer}
-            if first[i] != "equal":
+            if i in rescued:
+                info["judge_rescue_verdict"] = rescued[i]
+                reward = self.reward_if_full_generation_succeeds if rescued[i] == "equal" else 0.0
+                results.append(Verification(reward, f"judge verdict: {first[i]}; on the whole answer: {rescued[i]}",
+                                            True, info))
+            elif first[i] != "equal":
                 results.append(Verification(0.0, f"judge verdict: {first[i]}", True, info))
             elif i in swapped and swapped[i] != "equal":
                 info["judge_swap_verdict"] = swapped[i]

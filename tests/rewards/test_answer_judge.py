@@ -103,9 +103,10 @@ class DigitsJudge(aj.AnswerJudgeFn):
         return texts
 
 
-def _sample(response, expected="482", question="How many pens does Kai have?"):
+def _sample(response, expected="482", question="How many pens does Kai have?", metadata=None):
     user = f"<text>\nKai has 482 pens.\nMia has 37 cards.\n</text>\n\nQUESTION: {question}"
-    return {"messages": [{"role": "user", "content": user}], "expected_answer": expected, "response": response}
+    row = {"messages": [{"role": "user", "content": user}], "expected_answer": expected, "response": response}
+    return row if metadata is None else {**row, "template_metadata": metadata}
 
 
 def test_rewards_from_a_scripted_judge():
@@ -159,6 +160,53 @@ def test_answer_regex_picks_what_the_judge_sees():
     assert [shown[2] for shown in judge.shown] == ["482", "no marker 482"]
 
 
+def test_a_rows_own_regex_long_references_and_the_rescue_pass():
+    """NeMo Gym's per-row settings: a row's ``template_metadata.output_regex`` replaces ``answer_regex``; such a
+    row judged not equal is judged again on its whole answer for 0.5; with a reference over 120 characters it is
+    judged on its whole answer once (no swap check, no rescue)."""
+    own = {"output_regex": r"ANSWER: (\w+)"}
+    long_reference = "482, " + "as the document says " * 6
+    assert len(long_reference) > 120
+    judge = DigitsJudge(answer_regex=r"Final answer: (.*)$", check_twice_swap=True,
+                        question_regex=lookup.QUESTION_REGEX)
+    rows = [_sample("ANSWER: 482", metadata=own),                   # its regex: "482", equal both ways
+            _sample("ANSWER: about 482", metadata=own),             # "about": not equal; whole answer: equal
+            _sample("ANSWER: about 481", metadata=own),             # not equal twice
+            _sample("Final answer: 481", metadata={}),               # no own regex: no rescue
+            _sample("ANSWER: about 482", expected=long_reference, metadata=own),   # whole answer, once
+            _sample("ANSWER: 481", expected=long_reference, metadata=own)]
+    rewards, infos = judge.score(rows)
+    np.testing.assert_array_equal(rewards, [1.0, 0.5, 0.0, 0.0, 1.0, 0.0])
+    assert [info["judged_answer"] for info in infos] == ["482", "about", "about", "481", "ANSWER: about 482",
+                                                         "ANSWER: 481"]
+    assert [info.get("judge_rescue_verdict") for info in infos] == [None, "equal", "not_equal", None, None, None]
+    assert [info.get("judge_swap_verdict") for info in infos] == ["equal", None, None, None, None, None]
+    question = "How many pens does Kai have?"
+    assert judge.shown[6:] == [(question, "482", "482"),                         # the swap check of row 0
+                               (question, "482", "ANSWER: about 482"), (question, "482", "ANSWER: about 481")]
+    assert judge.take_verdict_counts() == (9, 0)
+    # Off: the row's regex is ignored (the global answer_regex does not match: the whole answer is judged).
+    plain = DigitsJudge(answer_regex=r"Final answer: (.*)$", use_per_record_regex=False)
+    rewards, infos = plain.score(rows[:2])
+    np.testing.assert_array_equal(rewards, [1.0, 1.0])
+    assert [info["judged_answer"] for info in infos] == ["ANSWER: 482", "ANSWER: about 482"]
+    no_rescue = DigitsJudge(check_full_generation_on_fail=False)
+    assert no_rescue.score(rows[1:2])[0].tolist() == [0.0] and len(no_rescue.shown) == 1
+
+
+def test_a_rows_bad_template_metadata_is_refused_before_any_rollout():
+    judge = DigitsJudge()
+    row = {"id": "x", "messages": [], "expected_answer": "1"}
+    judge.check_examples([{**row, "template_metadata": {"output_regex": r"(\d+)"}}])
+    with pytest.raises(ValueError, match=r"example 'x' \('long_context' reward\): the row\['template_metadata'\]"
+                                         r"\['output_regex'\]='\(' is not a valid regular expression"):
+        judge.check_examples([{**row, "template_metadata": {"output_regex": "("}}])
+    with pytest.raises(ValueError, match=r"\['template_metadata'\] must be an object"):
+        judge.check_examples([{**row, "template_metadata": "ANSWER"}])
+    with pytest.raises(ValueError, match="must be >= 0"):
+        DigitsJudge(extraction_length_threshold=-1)
+
+
 def test_a_row_without_an_expected_answer_is_refused_before_any_rollout():
     judge = DigitsJudge()
     rows = data_lib.toy_examples("long_context", "train", 3)
@@ -175,9 +223,12 @@ def test_the_model_backed_judge(tmp_path):
     directory = save_judge(tmp_path / "judge")
     settings = configs.judge_config(checkpoint=directory, max_new_tokens=6, question_regex=lookup.QUESTION_REGEX,
                                     check_twice_swap=True, reward_if_swap_fails=0.25, equal_label="SAME",
-                                    not_equal_label="DIFFERENT")
+                                    not_equal_label="DIFFERENT", extraction_length_threshold=0,
+                                    reward_if_full_generation_succeeds=1.0)
     judge = aj.AnswerJudgeFn.from_settings(settings)
     assert judge.template == ANSWER_JUDGE_TEMPLATE and judge.check_twice_swap and judge.reward_if_swap_fails == 0.25
+    assert judge.use_per_record_regex and judge.check_full_generation_on_fail
+    assert (judge.extraction_length_threshold, judge.reward_if_full_generation_succeeds) == (0, 1.0)
     assert (judge.equal_label, judge.not_equal_label) == ("SAME", "DIFFERENT")
     example = data_lib.toy_sft_examples("answer_judge", "train", 1)[0]
     user, verdict = example["messages"]
