@@ -226,23 +226,28 @@ def test_rlhf_with_a_pairwise_judge_plans_the_judges_sampling():
 def test_multi_turn_episodes_keep_one_cache_and_plan_the_observations_feeding_calls():
     """A 3-turn episode's rows keep one cache over the whole row (the KV slots and FLOPs of one single-turn call);
     the sampling workspace is the larger of the prompts' prefill and a call feeding FEED_CHUNK observation tokens
-    per row against the row's slots (one layer's f32 scores: rows x heads x 16 x 608 x 4 bytes)."""
+    per row, which on the XLA path holds one layer's f32 scores (heads x 16 x 608) and f32 copies of the cached
+    keys and values (2 x 608 x K x Dh), and nothing with the Pallas decode kernel."""
     config = load_config("experiments/tool_use_rl.py")      # tiny: 352-token prompts, 3 turns of 96, 256 in all
-    config.model.kernel_impl = "interpret"                  # flash prefill: it keeps no [P, P] scores
     p = make_plan(config, hardware.topology("v5p-8"), "tool_use_rl")
-    wl = p.workload
+    wl, cfg = p.workload, p.cfg
     assert (wl.rollout.prompt_len, wl.rollout.new_tokens, wl.rollout.turns, wl.seq_len) == (352, 256, 3, 608)
     assert p.rollout_flops == pytest.approx(p.train_flops / 3)          # each token passes the sampler once
-    rows = wl.rollout.rows // memory.sampler_split(wl.rollout.rows, p.axis_sizes)
-    heads = p.cfg.num_heads // p.axis_sizes["tensor"]
-    assert p.bytes["prefill"] == rows * heads * 16 * 608 * 4
-    config.stages.tool_use_rl.rl.max_turns = 1
+    rows, tensor = wl.rollout.rows // memory.sampler_split(wl.rollout.rows, p.axis_sizes), p.axis_sizes["tensor"]
+    heads, kv_width = cfg.num_heads // tensor, cfg.num_kv_heads // tensor * cfg.resolved_head_dim
+    feed = rows * 4 * (heads * 16 * 608 + 2 * 608 * kv_width)
+    assert memory.cached_feed_bytes(cfg, rows, 16, 608, tensor) == feed
+    assert memory.cached_feed_bytes(cfg.replace(kernel_impl="interpret"), rows, 16, 608, tensor) == 0
+    assert p.bytes["prefill"] == max(memory.prefill_bytes(cfg, rows, 352, tensor), feed)
+    config.model.max_seq_len, config.stages.tool_use_rl.rl.max_prompt_tokens = 4096, 16   # feeding calls dominate
+    config.stages.tool_use_rl.rl.max_new_tokens = 4080
+    long = make_plan(config, hardware.topology("v5p-8"), "tool_use_rl")
+    assert long.bytes["prefill"] == memory.cached_feed_bytes(cfg, rows, 16, 4096, tensor)
+    config.stages.tool_use_rl.rl.update(max_turns=1, max_turn_tokens=0)
     config.eval.domains = ()
     single = make_plan(config, hardware.topology("v5p-8"), "tool_use_rl")
-    assert (single.workload.rollout.prompt_len, single.workload.rollout.new_tokens) == (352, 256)
-    assert single.bytes["kv_cache"] == p.bytes["kv_cache"]
-    assert single.bytes["prefill"] == memory.prefill_bytes(p.cfg, rows, 352, p.axis_sizes["tensor"])
-    assert single.bytes["prefill"] < p.bytes["prefill"] and single.rollout_flops == pytest.approx(p.rollout_flops)
+    assert single.bytes["kv_cache"] == long.bytes["kv_cache"] and single.rollout_flops == long.rollout_flops
+    assert single.bytes["prefill"] == memory.prefill_bytes(cfg, rows, 16, tensor) < long.bytes["prefill"]
 
 
 def test_sampler_rows_take_the_sequence_devices_where_they_divide():

@@ -7,9 +7,9 @@ Shapes: q [B, T, H, Dh], k/v [B, S, K, Dh] with ``G = H // K`` query heads per K
 reshape, never repeated).
 
 Backends (``cfg.kernel_impl``): "xla" runs ``grouped_attention`` below; the Pallas kernels replace it in
-``self_attention`` (flash attention) and, for single-token decode steps, in ``cached_attention``
-(decode attention). A cached call with several tokens runs the XLA path, except a prefill into an empty
-cache (``Attention(prefill=True)``), which is self-attention of the new tokens and so runs flash attention.
+``self_attention`` (flash attention) and in ``cached_attention`` (decode attention, for a decode step and for a
+few tokens fed into a cache, e.g. a multi-turn episode's observations: no f32 [T, S] scores). A prefill into an
+empty cache (``Attention(prefill=True)``) is self-attention of the new tokens and so runs flash attention.
 On a mesh the kernels run per device on its rows and heads (``kernels.on_shards``).
 
 Sequence parallelism (``Attention(split_length=True)`` on a mesh whose ``sequence`` axis divides T): each
@@ -187,17 +187,17 @@ def chunked_query_attention(q, segment_ids, keys, values, key_segments, query_sl
 def cached_attention(q, keys, values, lengths, num_new_valid, impl: str):
     """Queries at slots ``lengths + t`` over the updated cache keys/values [B,S,K,Dh] -> [B,T,H,Dh].
 
-    Single-token steps may use the Pallas decode kernel: ``decode_attention(.., lengths + 1)`` puts the
-    query at slot ``lengths[b]`` and lets it see slots ``<= lengths[b]``, exactly the mask below for a valid
-    token (for a padding token, whose output nothing reads, it also sees its own slot).
+    With the Pallas kernels, ``decode_attention(.., lengths + T)`` puts query ``t`` at slot ``lengths[b] + t``
+    and lets it see slots ``<= lengths[b] + t``: exactly the mask below for a valid token (a padding token,
+    whose output nothing reads, sees the slots before it too).
     """
     t = q.shape[1]
-    if impl != "xla" and t == 1:
+    if impl != "xla":
         decode = pallas_op("attention.ops", "decode_attention", impl)
         tokens, heads = _kernel_specs(q, keys, rows="rows")
         rows = P(tokens[0])
         return on_shards(lambda q, k, v, ends: decode(q, k, v, ends, impl=impl), (heads, heads, heads, rows), heads,
-                         q, keys, values, lengths + 1)
+                         q, keys, values, lengths + t)
     mask = cached_attention_mask(lengths, num_new_valid, t, keys.shape[1])
     return grouped_attention(q, keys, values, mask)
 

@@ -188,11 +188,14 @@ def kv_cache_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, slots: int)
 
 
 def cached_feed_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, tokens: int, slots: int, tensor: int) -> int:
-    """One layer's f32 [H, tokens, slots] attention scores of a call feeding ``tokens`` per row into a cache of
-    ``slots`` (a cached call of several tokens runs the XLA path: ``model/attention.py``); 0 without attention."""
-    if not any("attention" in kind for kind in cfg.layer_kinds):
+    """A call feeding ``tokens`` per row into a cache of ``slots``, on the XLA attention path: one layer's f32
+    [H, tokens, slots] scores and its f32 copies of the cached keys and values; 0 with the Pallas decode kernel
+    (``model/attention.py``) or without attention layers."""
+    if cfg.kernel_impl != "xla" or not any("attention" in kind for kind in cfg.layer_kinds):
         return 0
-    return rows_per_device * F32 * _split(cfg.num_heads, tensor) * tokens * slots
+    scores = _split(cfg.num_heads, tensor) * tokens * slots
+    keys_and_values = 2 * slots * _split(cfg.num_kv_heads, tensor) * cfg.resolved_head_dim
+    return rows_per_device * F32 * (scores + keys_and_values)
 
 
 def prefill_bytes(cfg: model_lib.ModelConfig, rows_per_device: int, prompt_len: int, tensor: int) -> int:

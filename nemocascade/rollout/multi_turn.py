@@ -6,7 +6,7 @@ An episode alternates sampled turns and environment observations on one token ro
 
 The rows keep one cache for the whole episode: the first turn prefills the prompts, and each later turn feeds
 only the previous turn's last token and the observation (in calls of at most ``FEED_CHUNK`` tokens, which bound
-the cached attention's f32 [H, chunk, slots] scores) before it decodes. The rows still playing are gathered into
+what the cached attention holds) before it decodes. The rows still playing are gathered into
 a smaller batch as episodes end. The sampler's log-probs of a turn are those of one full forward over the
 finished row, so a multi-turn row trains strictly on-policy like a single-turn one; the observation tokens are
 flagged in ``Rollouts.observed`` (log-prob 0) and no loss trains on them.
@@ -30,8 +30,9 @@ from nemocascade.rollout.generate import (Rollouts, SamplingParams, feed_cache, 
                                           sample_into_cache, validate_prompts)
 
 Respond = Callable[[int, list[int]], "Sequence[int] | None"]
-# Observation tokens fed into the cache per call (prompt_bucket's multiple): the call's cached attention holds one
-# layer's f32 [rows, H, FEED_CHUNK, slots] scores, 7 GiB per device for experiments/tool_use_rl.py:nano30b.
+# Observation tokens fed into the cache per call (prompt_bucket's multiple). With the Pallas kernels a call is one
+# decode-attention pass of FEED_CHUNK queries per row; on the XLA path it holds one layer's f32 [rows, H,
+# FEED_CHUNK, slots] scores (for experiments/tool_use_rl.py:nano30b that would be 7 GiB per device).
 FEED_CHUNK = 16
 
 

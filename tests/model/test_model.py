@@ -246,7 +246,9 @@ def test_bfloat16_compute_stays_close_to_float32_and_router_bias_stays_float32()
 
 def test_kernel_impl_runs_the_pallas_kernels_or_says_they_are_missing():
     """kernel_impl="interpret": the Pallas flash attention, decode attention, grouped matmul and SSD scan
-    (in the Pallas interpreter) give the XLA path's logits, with and without a KV / SSM cache."""
+    (in the Pallas interpreter) give the XLA path's logits, with and without a KV / SSM cache: a packed forward,
+    ragged rows fed into an empty cache, a decode step, and two ragged tokens fed after it (decode attention of
+    several queries per row)."""
     # head dim 16: the GPU kernels' minimum (the interpreter runs the GPU kernels)
     cfg = CFG.replace(d_model=64, num_layers=2, block_pattern=("mamba", "attention+moe"), mamba_head_dim=8,
                       mamba_state_size=8, mamba_chunk_size=4)
@@ -264,13 +266,18 @@ def test_kernel_impl_runs_the_pallas_kernels_or_says_they_are_missing():
     seg = jnp.asarray([[1] * 5 + [2] * 3, [1] * 6 + [0] * 2], jnp.int32)
     prompt_seg = jnp.asarray([[1] * 3 + [0] * 3, [1] * 6], jnp.int32)
 
+    feed_seg = jnp.asarray([[1, 1], [1, 0]], jnp.int32)
+
     @functools.partial(jax.jit, static_argnums=0)
     def full_prefill_and_decode(c):
-        """Logits of a packed forward, and of one decode step after a prefill of rows of 3 and 6 tokens."""
+        """Logits of a packed forward, of one decode step after feeding rows of 3 and 6 tokens, and of 2 and 1
+        tokens fed after that step (padding positions zeroed: nothing reads them)."""
         logits, _ = m.forward(params, c, tokens, segment_ids=seg)
         _, aux = m.forward(params, c, tokens[:, :6], segment_ids=prompt_seg, cache=m.init_cache(c, 2, 16))
-        step, _ = m.forward(params, c, tokens[:, 6:7], segment_ids=jnp.ones((2, 1), jnp.int32), cache=aux["cache"])
-        return logits, step
+        step, aux = m.forward(params, c, tokens[:, 6:7], segment_ids=jnp.ones((2, 1), jnp.int32),
+                              cache=aux["cache"])
+        fed, _ = m.forward(params, c, tokens[:, 6:8], segment_ids=feed_seg, cache=aux["cache"])
+        return logits, step, fed * feed_seg[..., None]
 
     for got, want in zip(full_prefill_and_decode(pallas), full_prefill_and_decode(cfg)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

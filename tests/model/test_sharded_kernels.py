@@ -19,7 +19,7 @@ from nemocascade import model as m
 from nemocascade import sharding
 from nemocascade.model import sequence_layout
 from nemocascade.model.attention import self_attention
-from nemocascade.rollout import generate
+from nemocascade.rollout import EpisodeLimits, generate, generate_episodes
 
 MOE = m.presets.tiny().replace(vocab_size=64, d_model=32, num_layers=1, num_heads=4, num_kv_heads=2,
                                num_experts=8, num_experts_per_tok=2, expert_hidden_size=16, max_seq_len=64,
@@ -153,6 +153,25 @@ def test_rollouts_with_pallas_kernels_on_a_mesh_equal_one_device_xla(axes):
     mesh = sharding.make_mesh(axes)
     sharded = jax.device_put(params, sharding.param_shardings(mesh, cfg))
     out = generate(sharded, cfg, prompts, max_new_tokens=4, num_samples=2, rng=jax.random.PRNGKey(9), mesh=mesh)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+    np.testing.assert_allclose(out.logprobs, ref.logprobs, rtol=1e-5, atol=1e-5)
+
+
+def test_episodes_with_pallas_kernels_on_a_mesh_equal_one_device_xla():
+    """Multi-turn episodes with kernel_impl="interpret" on a mesh: the observations fed into the kept caches by
+    decode attention with several queries per row (and the SSD scan from the cached state) give the single-device
+    XLA episodes."""
+    params = m.init_params(HYBRID, jax.random.PRNGKey(4))
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13], [20], [30, 31, 32, 33]]
+    answer = lambda row, turn: None if turn[-1] < 4 else [40 + row] * (1 + 5 * (row % 3))    # noqa: E731
+    run = dict(limits=EpisodeLimits(max_turns=2, turn_tokens=6, total_tokens=40), num_samples=2,
+               stop_tokens=tuple(range(1, 16)), rng=jax.random.PRNGKey(9))
+    ref = generate_episodes(params, HYBRID, prompts, answer, **run)
+    cfg = HYBRID.replace(kernel_impl="interpret")
+    mesh = sharding.make_mesh(dict(data=2, tensor=2, expert=2))
+    sharded = jax.device_put(params, sharding.param_shardings(mesh, cfg))
+    out = generate_episodes(sharded, cfg, prompts, answer, mesh=mesh, **run)
+    assert ref.observed.sum(axis=1).max() > 1
     np.testing.assert_array_equal(out.tokens, ref.tokens)
     np.testing.assert_allclose(out.logprobs, ref.logprobs, rtol=1e-5, atol=1e-5)
 
