@@ -17,7 +17,8 @@ attention term 6 x attention layers x L x H x Dh; remat recomputation is not cou
 go). RL stages add the forward passes of sampling and scoring, 2/6 of the training FLOPs each: the
 rollout itself (multi-turn episodes keep their cache, so they too pass each token once), plus the teacher (MOPD)
 or reward model (RLHF) scoring the rows once, or a pairwise judge's sampler calls (a forward over each call's
-rows x slots). The step time at a given MFU is ``FLOPs / (devices x peak x MFU)``; decoding is bandwidth-bound, so for RL stages it is a floor.
+rows x slots). The step time at a given MFU is ``FLOPs / (devices x peak x MFU)``; decoding is bandwidth-bound,
+so for RL stages it is a floor.
 """
 from __future__ import annotations
 
