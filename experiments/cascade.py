@@ -2,8 +2,9 @@
 
 ``sft`` -> ``if_rl`` -> ``multi_domain_rl`` -> ``mopd`` -> ``reward_model`` -> ``rlhf`` -> ``code_rl``
 (RECIPE.md: IF-RL first because it lowers human-preference scores, which RLHF restores; code RL last; SWE RL
-is not modelled). Every policy stage starts from the previous one and is evaluated on math / if / code
-afterwards (``workdir/ledger.json``); MOPD's teachers are the best earlier stage per domain; the reward model
+comes after it: ``experiments/swe_rl.py``, started from this cascade's checkpoint with ``init_checkpoint``).
+Every policy stage starts from the previous one and is evaluated on math / if / code afterwards
+(``workdir/ledger.json``); MOPD's teachers are the best earlier stage per domain; the reward model
 is trained (backbone from the latest policy) just before RLHF, which scores with it; ``workdir/report.md`` and
 ``workdir/scores.png`` summarise the run.
 

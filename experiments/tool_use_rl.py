@@ -9,9 +9,8 @@ turn is sampled from the policy's own params, continuing the row's cache of the 
 sampled tokens train strictly on-policy; the tool results are masked out of the loss
 (``rollout.generate_episodes``).
 
-Not modelled: SWE RL's environment itself (repository tools, running a project's tests) and its reward (a repair
-judged, or tests passing). The nano30b preset takes the recipe's agentic settings for episodes in an environment
-registered for the rows' tools.
+SWE RL itself (a repository to repair, rewarded by its tests) is ``experiments/swe_rl.py``. The nano30b preset
+here takes the recipe's agentic settings for episodes in an environment registered for the rows' tools.
 
 Presets (``--config=experiments/tool_use_rl.py:PRESET``):
   tiny (default): ~30 CPU minutes. SFT on toy ``tool_use`` conversations (call, result, answer), then GRPO on
@@ -29,39 +28,13 @@ import ml_collections
 
 from nemocascade import configs
 
-PROMPT_TOKENS, EPISODE_TOKENS, TURN_TOKENS, MAX_TURNS = 352, 256, 96, 3
-MAX_SEQ_LEN = 640
-NANO30B_EPISODE_TOKENS, NANO30B_TURN_TOKENS, NANO30B_MAX_TURNS = 98304, 16384, 16
 # One 512-token SFT row holds one toy conversation (the tools block is most of it): the tiny model copies the
 # numbers (the asked amount into the call, the tool's result into the answer) only after ~600 steps
 # (2026-12-07: held-out right 0.031 after 240 steps on 4000 conversations, 0.359 after 600 on 10000).
-SFT_STEPS, SFT_CONVERSATIONS = 600, 10000
+TINY = dict(sft_conversations=10000, sft_steps=600, sft_seq_len=512, prompt_tokens=352, episode_tokens=256,
+            turn_tokens=96, max_turns=3, max_seq_len=640)
+NANO30B = dict(jsonl="tool_use_rl.jsonl", episode_tokens=98304, turn_tokens=16384, max_turns=16)
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
-    if preset == "tiny":
-        sft = configs.tiny_sft_stage()
-        sft["data"].update(toy_mix=f"tool_use={SFT_CONVERSATIONS}", seq_len=512)
-        sft["train"].steps = SFT_STEPS
-        rl = configs.tiny_rl_stage("grpo", domains=("tool_use",), learning_rate=1e-4, max_prompt_tokens=PROMPT_TOKENS,
-                                   max_new_tokens=EPISODE_TOKENS, max_turns=MAX_TURNS, max_turn_tokens=TURN_TOKENS)
-        config = configs.cascade_config(
-            name="tool_use_rl", model="tiny", mesh=configs.mesh_config(), order=("sft", "tool_use_rl"),
-            stages={"sft": configs.stage("sft", **sft), "tool_use_rl": rl}, data=configs.shared_data_config(),
-            eval_cfg=configs.eval_config(domains=("tool_use",), max_new_tokens=EPISODE_TOKENS, max_turns=MAX_TURNS,
-                                         max_turn_tokens=TURN_TOKENS))
-        config.model.max_seq_len = MAX_SEQ_LEN
-        return config
-    if preset == "nano30b":
-        rl = configs.nano30b_rl_stage("grpo", domains=("tool_use",), jsonl="tool_use_rl.jsonl", steps=45,
-                                      max_new_tokens=NANO30B_EPISODE_TOKENS, prompts_per_step=16, num_samples=64,
-                                      temperature=0.8, max_turns=NANO30B_MAX_TURNS,
-                                      max_turn_tokens=NANO30B_TURN_TOKENS)
-        return configs.cascade_config(name="tool_use_rl", model=configs.nano30b_model(), mesh=configs.nano30b_mesh(),
-                                      order=("sft", "tool_use_rl"),
-                                      stages={"sft": configs.nano30b_sft_stage(), "tool_use_rl": rl},
-                                      eval_cfg=configs.eval_config(domains=(), num_examples=512,
-                                                                   max_new_tokens=NANO30B_EPISODE_TOKENS),
-                                      data=configs.nano30b_shared_data(),
-                                      init_checkpoint=configs.NANO30B_BASE_CHECKPOINT)
-    raise ValueError(f"unknown preset {preset!r} for experiments/tool_use_rl.py; known: tiny, nano30b")
+    return configs.episodes_experiment(preset, name="tool_use_rl", domain="tool_use", tiny=TINY, nano30b=NANO30B)

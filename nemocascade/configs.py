@@ -125,7 +125,7 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
         num_samples=num_samples,         # rollouts per prompt (the GRPO group size)
         max_new_tokens=max_new_tokens,   # the whole answer (with max_turns > 1: all turns + tool results)
         max_prompt_tokens=max_prompt_tokens,
-        max_turns=1,                     # > 1: domains with an environment (tool_use) play episodes of <= this many
+        max_turns=1,                     # > 1: episodes of <= this many turns (domains with an environment)
         max_turn_tokens=0,               # assistant turns of <= this many tokens each (0 = max_new_tokens; then
                                          # also a single-turn domain's answer in the stage)
         temperature=temperature,
@@ -448,3 +448,49 @@ def nano30b_reward_model_stage(*, tokenizer: str = NANO30B_TOKENIZER) -> dict:
                                            init_learning_rate=2e-7, end_learning_rate=2e-7, weight_decay=0.0),
                 train=train_config(steps=600, log_every=10, checkpoint_every=100,
                                    grad_accum_steps=nano30b_grad_accum(2 * 128, 20480)))   # chosen + rejected rows
+
+
+def tiny_episodes_experiment(*, name: str, domain: str, sft_conversations: int, sft_steps: int, sft_seq_len: int,
+                             prompt_tokens: int, episode_tokens: int, turn_tokens: int, max_turns: int,
+                             max_seq_len: int = 0, rl_grad_accum: int = 1) -> ml_collections.ConfigDict:
+    """A tiny cascade ``sft`` -> ``name`` for a multi-turn ``domain``: SFT on ``sft_conversations`` toy
+    conversations (one per ``sft_seq_len``-token row), then GRPO on episodes of up to ``max_turns`` turns of
+    ``turn_tokens``, ``episode_tokens`` in all; the evaluation plays held-out episodes the same way. The model's
+    ``max_seq_len``: ``prompt_tokens + episode_tokens`` unless given; ``rl_grad_accum``: the GRPO step's
+    micro-batches."""
+    sft = tiny_sft_stage()
+    sft["data"].update(toy_mix=f"{domain}={sft_conversations}", seq_len=sft_seq_len)
+    sft["train"].steps = sft_steps
+    rl = tiny_rl_stage("grpo", domains=(domain,), learning_rate=1e-4, max_prompt_tokens=prompt_tokens,
+                       max_new_tokens=episode_tokens, max_turns=max_turns, max_turn_tokens=turn_tokens)
+    rl.train.grad_accum_steps = rl_grad_accum
+    config = cascade_config(name=name, model="tiny", mesh=mesh_config(), order=("sft", name),
+                            stages={"sft": stage("sft", **sft), name: rl}, data=shared_data_config(),
+                            eval_cfg=eval_config(domains=(domain,), max_new_tokens=episode_tokens,
+                                                 max_turns=max_turns, max_turn_tokens=turn_tokens))
+    config.model.max_seq_len = max_seq_len or prompt_tokens + episode_tokens
+    return config
+
+
+def nano30b_episodes_experiment(*, name: str, domain: str, jsonl: str, episode_tokens: int, turn_tokens: int,
+                                max_turns: int, steps: int = 45) -> ml_collections.ConfigDict:
+    """A nano30b cascade ``sft`` -> ``name``: GRPO on ``domain`` episodes (rows of ``jsonl``) with RECIPE.md's SWE RL
+    (agentic) settings: 16 prompts x 64 rollouts, temperature 0.8, 40-50 steps; from the base checkpoint."""
+    rl = nano30b_rl_stage("grpo", domains=(domain,), jsonl=jsonl, steps=steps, max_new_tokens=episode_tokens,
+                          prompts_per_step=16, num_samples=64, temperature=0.8, max_turns=max_turns,
+                          max_turn_tokens=turn_tokens)
+    return cascade_config(name=name, model=nano30b_model(), mesh=nano30b_mesh(), order=("sft", name),
+                          stages={"sft": nano30b_sft_stage(), name: rl},
+                          eval_cfg=eval_config(domains=(), num_examples=512, max_new_tokens=episode_tokens),
+                          data=nano30b_shared_data(), init_checkpoint=NANO30B_BASE_CHECKPOINT)
+
+
+def episodes_experiment(preset: str, *, name: str, domain: str, tiny: dict,
+                        nano30b: dict) -> ml_collections.ConfigDict:
+    """``experiments/<name>.py``'s config for ``preset``: :func:`tiny_episodes_experiment` with ``tiny``'s fields or
+    :func:`nano30b_episodes_experiment` with ``nano30b``'s."""
+    if preset == "tiny":
+        return tiny_episodes_experiment(name=name, domain=domain, **tiny)
+    if preset == "nano30b":
+        return nano30b_episodes_experiment(name=name, domain=domain, **nano30b)
+    raise ValueError(f"unknown preset {preset!r} for experiments/{name}.py; known: tiny, nano30b")

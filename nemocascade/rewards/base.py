@@ -22,7 +22,7 @@ import numpy as np
 from nemocascade.rewards.thinking import split_thinking
 
 
-SAMPLE_FIELDS = ("response", "finished", "response_tokens", "rollout_group", "turns")
+SAMPLE_FIELDS = ("response", "finished", "response_tokens", "rollout_group", "turns", "assistant_turns")
 
 
 @dataclasses.dataclass(frozen=True)

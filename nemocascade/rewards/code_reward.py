@@ -5,7 +5,7 @@ import re
 from typing import Sequence
 
 from nemocascade.rewards.base import RewardFn, Verification
-from nemocascade.rewards.code_sandbox import Sandbox, SandboxLimits, Submission, shared_sandbox
+from nemocascade.sandbox.code_sandbox import Sandbox, SandboxLimits, Submission, SubmissionResult, shared_sandbox
 
 AGGREGATES = ("all", "fraction")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.S)
@@ -57,18 +57,17 @@ class CodeReward(RewardFn):
         results = self.sandbox.run_many([Submission(codes[i], list(samples[i]["tests"]),
                                                     samples[i].get("entry_point", "")) for i in runnable])
         by_index = dict(zip(runnable, results))
-        verifications = []
-        for i in range(len(samples)):
-            if i not in by_index:
-                verifications.append(Verification(0.0, "no ```python code block found", False,
-                                                  {"pass_fraction": 0.0, "test_status": [], "sandbox_status": ""}))
-                continue
-            result = by_index[i]
-            fraction = result.pass_fraction
-            reward = fraction if self.aggregate == "fraction" else float(fraction == 1.0)
-            reason = "" if fraction == 1.0 else (f"{result.status}: {result.num_passed}/{len(result.tests)} tests "
-                                                 f"passed {result.detail}".strip())
-            verifications.append(Verification(reward, reason, True, {
-                "pass_fraction": fraction, "test_status": [t.status for t in result.tests],
-                "sandbox_status": result.status, "isolation": self.sandbox.isolation}))
-        return verifications
+        return [self.verification(by_index[i]) if i in by_index else
+                Verification(0.0, "no ```python code block found", False,
+                             {"pass_fraction": 0.0, "test_status": [], "sandbox_status": ""})
+                for i in range(len(samples))]
+
+    def verification(self, result: SubmissionResult) -> Verification:
+        """The verdict on a sandbox run: all tests passed (``aggregate="all"``) or the pass fraction."""
+        fraction = result.pass_fraction
+        reward = fraction if self.aggregate == "fraction" else float(fraction == 1.0)
+        reason = "" if fraction == 1.0 else (f"{result.status}: {result.num_passed}/{len(result.tests)} tests "
+                                             f"passed {result.detail}".strip())
+        return Verification(reward, reason, True, {
+            "pass_fraction": fraction, "test_status": [t.status for t in result.tests],
+            "sandbox_status": result.status, "isolation": self.sandbox.isolation})

@@ -14,6 +14,7 @@ from nemocascade.rewards.if_reward import InstructionFollowingReward
 from nemocascade.rewards.math_reward import MathReward
 from nemocascade.rewards.mcqa_reward import MultipleChoiceReward
 from nemocascade.rewards.structured_output_reward import StructuredOutputReward
+from nemocascade.rewards.swe_reward import SweReward
 from nemocascade.rewards.tool_call_reward import ToolCallReward
 from nemocascade.rewards.tool_use_reward import ToolUseReward
 
@@ -64,3 +65,4 @@ register("mcqa", MultipleChoiceReward)
 register("structured_output", StructuredOutputReward)
 register("tool_call", ToolCallReward)
 register("tool_use", ToolUseReward)
+register("swe", SweReward)

@@ -40,7 +40,10 @@ class Turns:
 
 def environment_respond(examples: Sequence[dict], tokenizer, *, num_samples: int, thinking: bool):
     """``respond(row, turn_ids)`` for ``generate_episodes``: the ids of the row's environment's answer to the
-    decoded turn (its stop token dropped), or None (no environment for the row's domain, or the episode is over)."""
+    row's decoded turns so far (stop tokens dropped), or None (no environment for the row's domain, or the episode
+    is over)."""
+    turns: dict[int, list[str]] = {}
+
     def respond(row: int, turn_ids: list[int]):
         example = examples[row // num_samples]
         environment = environments.get_environment(example["domain"])
@@ -48,7 +51,8 @@ def environment_respond(examples: Sequence[dict], tokenizer, *, num_samples: int
             return None
         if turn_ids and turn_ids[-1] == tokenizer.eos_id:
             turn_ids = turn_ids[:-1]
-        messages = environment.respond(example, tokenizer.decode(turn_ids))
+        turns.setdefault(row, []).append(tokenizer.decode(turn_ids))
+        messages = environment.respond(example, turns[row])
         if messages is None:
             return None
         return tokenizer.encode(data_lib.render_observation(messages, thinking=thinking))

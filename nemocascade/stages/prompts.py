@@ -17,23 +17,31 @@ def encode_prompts(examples: Sequence[dict], tokenizer, *, thinking: bool) -> li
 
 
 def decode_samples(rollouts: Rollouts, examples: Sequence[dict], tokenizer, *, num_samples: int) -> list[dict]:
-    """Reward-fn samples ``{"response", "finished", "rollout_group", "turns", **example}`` for each rollout row (stop
-    token dropped); ``rollout_group`` is the index of the row's example (rows of one prompt share it). For a
-    multi-turn episode ``response`` is its final turn (after the environment's last message: the answer the
-    domain's reward fn scores) and ``turns`` the number of assistant turns (1 for a single-turn row)."""
+    """Reward-fn samples ``{"response", "finished", "rollout_group", "turns", "assistant_turns", **example}`` for
+    each rollout row (stop tokens dropped); ``rollout_group`` is the index of the row's example (rows of one prompt
+    share it). For a multi-turn episode ``assistant_turns`` holds the text of each assistant turn (the runs of
+    sampled tokens between the environment's messages), ``response`` is the final one (the answer the domain's
+    reward fn scores) and ``turns`` their number (1 for a single-turn row)."""
     samples = []
     for row, ids in enumerate(rollouts.responses()):
         start = int(rollouts.prompt_lengths[row])
         observed = rollouts.observed[row, start:start + len(ids)]
-        last_observed = observed.nonzero()[0]
-        final_turn = ids[int(last_observed[-1]) + 1:] if last_observed.size else ids
-        if rollouts.finished[row] and final_turn and final_turn[-1] == tokenizer.eos_id:
-            final_turn = final_turn[:-1]
-        turns = 1 + int(((observed[1:] & ~observed[:-1]).sum() + observed[:1].sum()))
+        turn_ids = _sampled_runs(ids, observed)
+        if rollouts.finished[row] and turn_ids[-1] and turn_ids[-1][-1] == tokenizer.eos_id:
+            turn_ids[-1] = turn_ids[-1][:-1]
+        texts = [tokenizer.decode(t[:-1] if t and t[-1] == tokenizer.eos_id else t) for t in turn_ids[:-1]]
+        texts.append(tokenizer.decode(turn_ids[-1]))
         example = examples[row // num_samples]
-        samples.append({**example, "response": tokenizer.decode(final_turn), "finished": bool(rollouts.finished[row]),
-                        "rollout_group": row // num_samples, "turns": turns})
+        samples.append({**example, "response": texts[-1], "finished": bool(rollouts.finished[row]),
+                        "rollout_group": row // num_samples, "turns": len(texts), "assistant_turns": texts})
     return samples
+
+
+def _sampled_runs(ids: list[int], observed: np.ndarray) -> list[list[int]]:
+    """``ids`` split into its runs of unobserved (sampled) tokens, in order (one empty run for no ids)."""
+    sampled = np.concatenate([[0], ~np.asarray(observed, bool), [0]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(sampled))
+    return [list(ids[start:end]) for start, end in zip(edges[::2], edges[1::2])] or [[]]
 
 
 def as_float_array(values) -> np.ndarray:

@@ -51,8 +51,8 @@ class AnswersTwice:
     def __init__(self):
         self.calls = {}
 
-    def respond(self, example, turn):
-        assert turn == ""                      # the end-of-turn token alone, dropped
+    def respond(self, example, turns):
+        assert turns[-1] == "" and len(turns) == self.calls.get(example["id"], 0) // 2 + 1   # eos alone, dropped
         self.calls[example["id"]] = self.calls.get(example["id"], 0) + 1
         return None if self.calls[example["id"]] > 4 else [{"role": "tool", "content": json.dumps({"ok": True})}]
 
@@ -93,7 +93,9 @@ def test_decoded_samples_hold_the_final_turn():
     examples = [{"id": "a", "domain": "tool_use"}]
     first, second = decode_samples(rollouts, examples, tokenizer, num_samples=2)
     assert (first["response"], first["turns"], first["finished"]) == ("3", 2, True)     # eos dropped
+    assert first["assistant_turns"] == ["1 2", "3"]
     assert (second["response"], second["turns"], second["finished"]) == ("5 6", 1, False)
+    assert second["assistant_turns"] == ["5 6"]
 
 
 @pytest.mark.parametrize("rl,message", [

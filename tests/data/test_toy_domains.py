@@ -44,10 +44,11 @@ def test_schema_and_sft_pairs(domain, sft):
     for prompt, example in zip(prompts, sft[domain]):
         schema.validate_example(prompt, "t", prompt_only=True)
         schema.validate_example(example, "t", needs_assistant=True)
-        reference_turns = 3 if domain == "tool_use" else 1     # tool_use: the call, its result, the answer
+        # tool_use: the call, its result, the answer; swe: read, edit, run the tests (each with its result), answer
+        reference_turns = {"tool_use": 3, "swe": 7}.get(domain, 1)
         assert example["messages"][:-reference_turns] == prompt["messages"]
-        assert [m["role"] for m in example["messages"][-reference_turns:]] == ["assistant", "tool", "assistant"][
-            -reference_turns:]
+        assert [m["role"] for m in example["messages"][-reference_turns:]] == (["assistant", "tool"] * 3 + [
+            "assistant"])[-reference_turns:]
         assert {k: v for k, v in example.items() if k != "messages"} == {k: v for k, v in prompt.items()
                                                                           if k != "messages"}
         reply = example["messages"][-1]
@@ -61,9 +62,9 @@ def test_conversations_are_short(domain, sft):
                for thinking in (True, False)]
     # judge: two answers too; structured_output: the schema; tool_call: the tools block (the tiny model has 512)
     # long_context: a document of up to 12 records; answer_judge: the judge's template; tool_use: the tools block,
-    # a call, its result and the answer (in one SFT row of 512 tokens)
+    # a call, its result and the answer (in one SFT row of 512 tokens); swe: three tools, four turns (one row of 1024)
     limit = {"judge": 200, "structured_output": 220, "tool_call": 460, "long_context": 200,
-             "answer_judge": 200, "tool_use": 512}.get(domain, 160)
+             "answer_judge": 200, "tool_use": 512, "swe": 1024}.get(domain, 160)
     assert max(lengths) <= limit, max(lengths)
 
 
@@ -309,6 +310,26 @@ def test_tool_call_references_call_convert_with_the_asked_arguments(sft):
         call = {"name": "convert", "arguments": {"amount": int(amount), "source": source, "target": target}}
         assert example["messages"][-1]["tool_calls"] == [call] == example["ground_truth"]
         assert [t["name"] for t in example["tools"]] == ["convert"] and source != target
+
+
+def test_swe_prompts_state_what_the_module_computes_and_the_reference_edit_fixes_it(sft):
+    """Read independently: the module, run, returns what the prompt says it does; after the reference edit it
+    returns what the prompt asks for, and the other function is unchanged."""
+    for example in sft["swe"]:
+        module, name, a, b, wrong, right, path = re.fullmatch(
+            r"(\w+)\.(\w+)\((\d+), (\d+)\) returns (-?\d+), but it should return (-?\d+)\. Fix (\S+)\.",
+            _prompt(example)).groups()
+        [source] = example["repo"].values()
+        assert list(example["repo"]) == [path] == [f"{module}.py"] and source.count("def ") == 2
+        edit = example["messages"][3]["tool_calls"][0]
+        assert edit["name"] == "replace_in_file" and edit["arguments"]["path"] == path
+        fixed = source.replace(edit["arguments"]["old"], edit["arguments"]["new"])
+        before, after = {}, {}
+        exec(source, before)
+        exec(fixed, after)
+        assert before[name](int(a), int(b)) == int(wrong) != int(right) == after[name](int(a), int(b))
+        other = next(n for n in after if n not in ("__builtins__", name))
+        assert before[other](3, 5) == after[other](3, 5)
 
 
 def test_structured_output_references_hold_the_schema_keys_and_the_stated_values(sft):

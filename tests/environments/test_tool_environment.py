@@ -30,7 +30,7 @@ EXAMPLE = {"id": "row-1", "domain": "tool_use", "tools": [TOOL], "offset": 100}
 def test_each_call_gets_its_result_or_an_error_in_order():
     turn = "Let me add.\n" + _call("add", a=1, b=2) + "\n" + _call("mul", a=1) + "\n" + _call("add", a=1)
     turn += "\n" + _call("add", a=-1, b=0) + "\n<tool_call>\n<function=add>"
-    messages = ENV.respond(EXAMPLE, turn)
+    messages = ENV.respond(EXAMPLE, [turn])
     assert [m["role"] for m in messages] == ["tool"] * 5
     results = [json.loads(m["content"]) for m in messages]
     assert results[0] == {"sum": 103}
@@ -41,8 +41,8 @@ def test_each_call_gets_its_result_or_an_error_in_order():
 
 
 def test_a_turn_without_a_call_ends_the_episode():
-    assert ENV.respond(EXAMPLE, "The sum is 103.") is None
-    assert ENV.respond(EXAMPLE, "") is None
+    assert ENV.respond(EXAMPLE, [_call("add", a=1, b=2), "The sum is 103."]) is None
+    assert ENV.respond(EXAMPLE, [""]) is None
 
 
 def test_rows_the_environment_cannot_play_are_refused_by_name():
@@ -67,7 +67,7 @@ def test_turn_settings_must_suit_the_domains():
         environments.check_turns(["math"], 2, "eval.max_turns")
     with pytest.raises(ValueError, match="already registered for 'tool_use'"):
         environments.register("tool_use", ENV)
-    with pytest.raises(TypeError, match=r"must have respond\(example, turn\) and check_examples"):
+    with pytest.raises(TypeError, match=r"must have respond\(example, turns\) and check_examples"):
         environments.register("other", object())
 
 
@@ -84,7 +84,7 @@ def test_the_toy_episode_renders_as_the_sft_conversation_and_scores_1():
         assert 10 <= answer_value <= 99 and answer_value != call["tool_calls"][0]["arguments"]["amount"]
         for thinking in (False, True):
             turn = chat_template.assistant_completion(call, thinking=thinking)
-            observation = environment.respond(example, turn)
+            observation = environment.respond(example, [turn])
             assert observation == [result]
             episode = (chat_template.render_prompt([prompt], tools=example["tools"], thinking=thinking) + turn
                        + chat_template.IM_END + chat_template.render_observation(observation, thinking=thinking)
@@ -99,8 +99,8 @@ def test_the_toy_tool_computes_from_the_rows_hidden_rates():
     assert tool_use.convert_amount(rates, 10, "USD", "EUR") == 20
     assert tool_use.convert_amount(rates, 7, "EUR", "USD") == 4            # 3.5 rounds to the even 4
     example = {"id": "x", "domain": "tool_use", "rates": rates, "tools": tool_use.TOOLS}
-    [message] = environments.get_environment("tool_use").respond(example, _call("convert", amount=3, source="EUR",
-                                                                                 target="GBP"))
+    [message] = environments.get_environment("tool_use").respond(example, [_call("convert", amount=3, source="EUR",
+                                                                                  target="GBP")])
     assert json.loads(message["content"]) == {"error": "convert: unknown currency 'GBP'; known: ['EUR', 'USD']"}
 
 

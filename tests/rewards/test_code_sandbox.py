@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nemocascade.rewards.code_sandbox import Sandbox, SandboxError, SandboxLimits, Submission, shared_sandbox
+from nemocascade.sandbox.code_sandbox import Sandbox, SandboxError, SandboxLimits, Submission, shared_sandbox
 
 LIMITS = SandboxLimits(wall_seconds=4.0, cpu_seconds=2, memory_bytes=512 << 20, max_processes=8,
                        max_output_bytes=1 << 16)

@@ -4,7 +4,7 @@ import pytest
 
 from nemocascade import rewards
 from nemocascade.rewards import registry
-from nemocascade.rewards.code_sandbox import SandboxLimits
+from nemocascade.sandbox.code_sandbox import SandboxLimits
 
 
 def _math(response, answer="3/4", **extra):

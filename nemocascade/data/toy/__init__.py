@@ -8,12 +8,13 @@ fields); ``toy_sft_examples`` gives the same prompts with the reference assistan
 from __future__ import annotations
 
 from nemocascade.data.toy import (answer_verdicts, arithmetic, chat, choice, code, instruct, judge, lookup, structured,
-                                  tool_use, tools)
+                                  swe, tool_use, tools)
 from nemocascade.data.toy.common import SPLITS, generate_tasks
 
 DOMAINS = {"math": arithmetic.draw, "if": instruct.draw, "code": code.draw, "chat": chat.draw, "judge": judge.draw,
            "mcqa": choice.draw, "tool_call": tools.draw, "structured_output": structured.draw,
-           "long_context": lookup.draw, "answer_judge": answer_verdicts.draw, "tool_use": tool_use.draw}
+           "long_context": lookup.draw, "answer_judge": answer_verdicts.draw, "tool_use": tool_use.draw,
+           "swe": swe.draw}
 SPLIT_DOMAINS = {"judge": "chat"}    # a judge transcript is in the split of its chat question
 
 

@@ -389,7 +389,7 @@ class Sandbox:
             if requested != "auto":
                 raise SandboxError(f"isolation={requested!r} needs root on Linux")
             warnings.warn("code sandbox: not root, falling back to isolation='rlimits' (no namespaces, no uid "
-                          "change, no filesystem or network isolation); see nemocascade/rewards/SANDBOX.md")
+                          "change, no filesystem or network isolation); see nemocascade/sandbox/SANDBOX.md")
             return "rlimits"
         for level in (PRIVILEGED_LEVELS if requested == "auto" else (requested,)):
             failure = self._probe(level)
