@@ -147,8 +147,6 @@ def test_the_reward_needs_the_episode_turns():
 
 def test_the_program_writes_the_repository_as_given():
     files = {"a.py": "S = 'quote \" and \\\\ and \\n'\n", "deep/er/b.py": "T = 2\n"}
-    program = repository.repository_program(files)
-    assert "json.loads" in program and "sys.path.insert(0, os.getcwd())" in program
     result = rewards.shared_sandbox().run(repository.repository_submission(
         files, ["from a import S; assert S == 'quote \" and \\\\ and \\n'", "from deep.er.b import T; assert T == 2"]))
     assert result.status == "completed" and result.num_passed == 2, result
