@@ -136,6 +136,7 @@ def rl_config(*, domains, prompts_per_step: int = 8, num_samples: int = 8, max_n
         kl_coef=0.0,                     # GRPO/RLHF: weight of KL(pi || pi_ref) (k3), pi_ref = the stage's start
         normalize_std=True,
         filter_uniform_groups=True,      # DAPO dynamic filtering: groups with equal rewards do not count
+        pack_rollouts=False,             # pack the rollouts into fewer training rows (stages/rollout_batch.py)
         unfinished_reward_zero=True,     # a response that hit max_new_tokens gets reward 0 (IF-RL)
         is_low=0.5,                      # MOPD importance-weight gate
         is_high=2.0,
@@ -310,8 +311,9 @@ def nano30b_rl_stage(kind: str, *, domains, jsonl: str, steps: int, max_new_toke
                      **rl_overrides) -> ml_collections.ConfigDict:
     """A nano30b RL stage with the recipe's shared settings: 128 prompts x 16 rollouts, AdamW 0.9/0.95 at 3e-6,
     temperature / top-p 1.0, the router frozen (NeMo-RL's Nano-3 RL config); ``jsonl`` names the released subset.
-    Its gradient accumulation fits the rows on :func:`nano30b_mesh` (:func:`nano30b_grad_accum`)."""
-    rl = dict(prompts_per_step=128, num_samples=16, max_prompt_tokens=NANO30B_PROMPT_TOKENS)
+    Its gradient accumulation fits the rows on :func:`nano30b_mesh` (:func:`nano30b_grad_accum`), and the rollouts
+    are packed (responses far shorter than the budget train in fewer rows and micro-batches)."""
+    rl = dict(prompts_per_step=128, num_samples=16, max_prompt_tokens=NANO30B_PROMPT_TOKENS, pack_rollouts=True)
     rl.update(rl_overrides)
     grad_accum = nano30b_grad_accum(rl["prompts_per_step"] * rl["num_samples"],
                                     rl["max_prompt_tokens"] + max_new_tokens)

@@ -9,9 +9,10 @@ Shapes: ``B`` sequences, ``T`` tokens, ``V`` vocabulary. ``mask[B, T]`` is 1 on 
 (response tokens) and 0 elsewhere; masked-out positions of every input are ignored, even if inf/NaN, and
 empty rows or an empty batch give finite values. Per-token losses are reduced by ``aggregation``:
 ``"token_mean"`` (DAPO), ``"seq_mean_token_mean"`` (GRPO; MOPD's Eq. 4) or ``"seq_mean_token_sum_norm"``
-(Dr. GRPO); see ``nemocascade.losses.aggregation``. ``head_logprobs_and_logsumexp`` computes the token
-log-probs from hidden states and the LM head chunk by chunk, never holding the ``[B, T, V]`` logits. Losses are computed in float32 (bf16 inputs are
-upcast) and return ``(scalar_loss, aux_dict_of_scalars)``.
+(Dr. GRPO); see ``nemocascade.losses.aggregation`` (``grpo_loss`` / ``mopd_loss`` take ``segment_ids`` for rows
+packed with several responses, which the per-response mean then tells apart). ``head_logprobs_and_logsumexp``
+computes the token log-probs from hidden states and the LM head chunk by chunk, never holding the ``[B, T, V]``
+logits. Losses are computed in float32 (bf16 inputs are upcast) and return ``(scalar_loss, aux_dict_of_scalars)``.
 
 Example: GRPO and MOPD in a plain JAX training loop (a toy "policy" that is one logit table per
 position; nothing here is specific to nemocascade)::

@@ -59,8 +59,8 @@ def _broadcast_advantages(advantages: jax.Array, mask: jax.Array) -> jax.Array:
 
 def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Array, mask: jax.Array, *,
               clip_eps_low: float = 0.2, clip_eps_high: float = 0.2, aggregation: str = "token_mean",
-              ref_logprobs: jax.Array | None = None,
-              kl_coef: float = 0.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+              ref_logprobs: jax.Array | None = None, kl_coef: float = 0.0,
+              segment_ids: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped policy-gradient loss of GRPO / DAPO / Dr. GRPO.
 
     Per masked token, with ``ratio = exp(logprobs - old_logprobs)``::
@@ -86,6 +86,9 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
       aggregation: how per-token losses are reduced to a scalar.
       ref_logprobs: optional ``[B, T]`` reference-policy log-probs for the k3 KL penalty.
       kl_coef: non-negative KL weight; a positive value needs ``ref_logprobs``.
+      segment_ids: optional int ``[B, T]`` of packed rows (several responses per row, ``1, 2, ...``, 0 =
+        padding): ``seq_mean_token_mean`` then weighs each response, not each row (see ``aggregation``);
+        give per-token ``advantages`` for such rows.
 
     Returns:
       ``(loss, aux)``: scalar float32 loss; ``aux`` (masked token means, all scalars): ``clip_fraction``,
@@ -119,4 +122,4 @@ def grpo_loss(logprobs: jax.Array, old_logprobs: jax.Array, advantages: jax.Arra
         per_token = per_token + kl_coef * k3
         aux["ref_kl"] = masked_mean(k3, mask)
     aux = jax.lax.stop_gradient(aux)
-    return aggregate(per_token, mask, aggregation), aux
+    return aggregate(per_token, mask, aggregation, segment_ids), aux

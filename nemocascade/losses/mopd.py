@@ -28,7 +28,8 @@ def mopd_advantages(teacher_logprobs: jax.Array, student_logprobs: jax.Array, ma
 
 def mopd_loss(logprobs: jax.Array, rollout_logprobs: jax.Array, teacher_logprobs: jax.Array, mask: jax.Array, *,
               is_low: float = 0.5, is_high: float = 2.0,
-              aggregation: str = "token_mean") -> tuple[jax.Array, dict[str, jax.Array]]:
+              aggregation: str = "token_mean",
+              segment_ids: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """MOPD policy-gradient surrogate with a hard-gated importance weight.
 
     Per masked token::
@@ -51,6 +52,8 @@ def mopd_loss(logprobs: jax.Array, rollout_logprobs: jax.Array, teacher_logprobs
         empty rows / an empty batch give a finite loss.
       is_low, is_high: the importance-weight window, ``0 <= is_low <= is_high``.
       aggregation: ``"token_mean"``, ``"seq_mean_token_mean"`` or ``"seq_mean_token_sum_norm"``.
+      segment_ids: optional int ``[B, T]`` of packed rows (several responses per row, ``1, 2, ...``, 0 =
+        padding): ``seq_mean_token_mean`` then weighs each response, not each row (see ``aggregation``).
 
     Returns:
       ``(loss, aux)``: scalar float32 loss; ``aux`` (masked token means): ``advantage_mean`` (= minus the
@@ -75,4 +78,4 @@ def mopd_loss(logprobs: jax.Array, rollout_logprobs: jax.Array, teacher_logprobs
            "gated_fraction": masked_mean((~kept).astype(ratio.dtype), mask),
            "importance_weight_mean": masked_mean(weights, mask),
            "num_tokens": jnp.sum(mask.astype(ratio.dtype))}
-    return aggregate(per_token, mask, aggregation), jax.lax.stop_gradient(aux)
+    return aggregate(per_token, mask, aggregation, segment_ids), jax.lax.stop_gradient(aux)

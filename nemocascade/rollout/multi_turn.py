@@ -18,6 +18,7 @@ observation plus one more whole turn would not fit ``total_tokens`` (the observa
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from typing import Callable, Sequence
 
@@ -66,14 +67,17 @@ def _padded_rows(open_rows: list[int], n: int) -> list[int]:
 def generate_episodes(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequence[int]], respond: Respond, *,
                       limits: EpisodeLimits, num_samples: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                       top_k: int = 0, stop_tokens: Sequence[int] = (), rng: jax.Array, mesh=None,
-                      pad_id: int = 0) -> Rollouts:
+                      pad_id: int = 0, respond_workers: int = 1) -> Rollouts:
     """Samples ``num_samples`` episodes per prompt (rows of one prompt contiguous, as in ``generate``).
 
     Args:
       params, cfg, prompts, num_samples, temperature, top_p, top_k, stop_tokens, mesh, pad_id: as ``generate``.
       respond: ``respond(row, turn_ids)`` -> the ids the environment appends after row ``row``'s turn
         (``turn_ids``: the sampled turn, its stop token included), or None when the episode is over. Row ``row``
-        plays prompt ``row // num_samples``. Called on the host, in row order, once per finished turn.
+        plays prompt ``row // num_samples``. Called on the host once per finished turn: in row order, or with
+        ``respond_workers > 1`` the calls of one turn (one per row) on that many threads, so an environment
+        that waits on programs (tests in a sandbox) answers the rows in parallel; ``respond`` must then be
+        thread-safe for calls on distinct rows.
       limits: turn count and token budgets (see ``EpisodeLimits``).
       rng: PRNG key; turn ``t`` samples with ``fold_in(rng, t)`` (same key + inputs = same episodes).
     Returns:
@@ -82,6 +86,8 @@ def generate_episodes(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequ
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if respond_workers < 1:
+        raise ValueError(f"respond_workers must be >= 1, got {respond_workers}")
     validate_prompts(prompts, cfg, limits.total_tokens)
     sampling = SamplingParams(max_new_tokens=limits.turn_tokens, temperature=float(temperature), top_p=float(top_p),
                               top_k=int(top_k), stop_tokens=tuple(int(t) for t in stop_tokens))
@@ -109,16 +115,17 @@ def generate_episodes(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequ
             out, cache = sample_into_cache(params, cfg, cache, *right_padded([f[-1:] for f in feeds], 1, pad_id),
                                            sampling=sampling, rng=turn_rng, fresh=False, mesh=mesh)
         slots = {row: j for j, row in enumerate(open_rows)}
-        still_open = []
+        ended_turns = []                      # (row, turn ids) of the turns that ended with a stop token
         for j, row in enumerate(open_rows):
             length = int(out.lengths[j])
             turn_ids = out.tokens[j, :length].tolist()
             responses[row] += turn_ids
             logprobs[row] += out.logprobs[j, :length].tolist()
             observed[row] += [False] * length
-            if not out.finished[j]:
-                continue                      # the turn hit its budget: the episode ends unfinished
-            observation = respond(row, turn_ids)
+            if out.finished[j]:               # else the turn hit its budget: the episode ends unfinished
+                ended_turns.append((row, turn_ids))
+        still_open = []
+        for (row, turn_ids), observation in zip(ended_turns, _answers(respond, ended_turns, respond_workers)):
             if observation is None:
                 finished[row] = True
                 continue
@@ -133,6 +140,15 @@ def generate_episodes(params, cfg: model_lib.ModelConfig, prompts: Sequence[Sequ
         open_rows = still_open
     return _as_rollouts(prompt_rows, responses, logprobs, observed, finished, width=width,
                         total_tokens=limits.total_tokens, pad_id=pad_id)
+
+
+def _answers(respond: Respond, ended_turns: list[tuple[int, list[int]]], workers: int) -> list:
+    """``respond(row, turn_ids)`` of each ended turn, in order; on ``workers`` threads when more than one."""
+    if workers == 1 or len(ended_turns) < 2:
+        return [respond(row, turn_ids) for row, turn_ids in ended_turns]
+    with concurrent.futures.ThreadPoolExecutor(min(workers, len(ended_turns)),
+                                               thread_name_prefix="environment") as pool:
+        return list(pool.map(lambda ended: respond(*ended), ended_turns))
 
 
 def _prompt_width(prompt_rows: list[list[int]], cfg: model_lib.ModelConfig, total_tokens: int) -> int:

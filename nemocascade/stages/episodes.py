@@ -6,11 +6,13 @@ whose domain has an environment (``nemocascade.environments``) is played as an e
 (``rollout.generate_episodes``): after each turn the environment answers (tool results), its messages are
 rendered as the chat template writes them between two assistant turns (``chat_template.render_observation``) and
 appended, and the next turn is sampled; in such a batch, rows of other domains end after their first turn (of at
-most ``turn_tokens``).
+most ``turn_tokens``). The rows' environment answers to one turn run on ``ENVIRONMENT_WORKERS`` threads (an
+environment that runs tests in the code sandbox waits on them in parallel, one sandbox slot each).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 import jax
@@ -19,6 +21,10 @@ from nemocascade import data as data_lib
 from nemocascade import environments
 from nemocascade.rollout import EpisodeLimits, Rollouts, generate, generate_episodes
 from nemocascade.stages.prompts import encode_prompts
+
+
+# Threads answering the rows' turns: as many as the code sandbox has slots by default (one per CPU).
+ENVIRONMENT_WORKERS = os.cpu_count() or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Turns:
 def environment_respond(examples: Sequence[dict], tokenizer, *, num_samples: int, thinking: bool):
     """``respond(row, turn_ids)`` for ``generate_episodes``: the ids of the row's environment's answer to the
     row's decoded turns so far (stop tokens dropped), or None (no environment for the row's domain, or the episode
-    is over)."""
+    is over). Safe to call from several threads for distinct rows (each row keeps its own list of turns)."""
     turns: dict[int, list[str]] = {}
 
     def respond(row: int, turn_ids: list[int]):
@@ -72,4 +78,5 @@ def sample_rollouts(params, model_cfg, tokenizer, examples: Sequence[dict], *, t
     if turns.max_turns == 1 or not environments.multi_turn_domains([e["domain"] for e in examples]):
         return generate(params, model_cfg, prompts, max_new_tokens=turns.max_new_tokens, **common)
     respond = environment_respond(examples, tokenizer, num_samples=num_samples, thinking=thinking)
-    return generate_episodes(params, model_cfg, prompts, respond, limits=turns.limits(), **common)
+    return generate_episodes(params, model_cfg, prompts, respond, limits=turns.limits(),
+                             respond_workers=ENVIRONMENT_WORKERS, **common)

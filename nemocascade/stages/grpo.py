@@ -16,11 +16,13 @@ import numpy as np
 from nemocascade import losses
 from nemocascade.stages import policy
 from nemocascade.stages.rl_common import RLStage, judged_domains
+from nemocascade.stages.rollout_batch import per_token
 
 
 def make_grpo_loss(cfg, rl: ml_collections.ConfigDict):
-    """``loss_fn(params, batch, rng)``; batch adds ``advantages`` f32[N] to the rollout batch, and
-    ``ref_logprobs`` f32[N, L] when ``rl.kl_coef > 0`` (then ``metrics["kl"]`` = masked mean k3 KL to it)."""
+    """``loss_fn(params, batch, rng)``; batch adds ``advantages`` f32[rows, L] (each token its sample's) to the
+    rollout batch, and ``ref_logprobs`` f32[rows, L] when ``rl.kl_coef > 0`` (then ``metrics["kl"]`` = masked mean
+    k3 KL to it). Responses are told apart by ``segment_ids`` (packed rows hold several)."""
     use_reference = rl.kl_coef > 0
 
     def loss_fn(params, batch, rng):
@@ -30,7 +32,7 @@ def make_grpo_loss(cfg, rl: ml_collections.ConfigDict):
                                           clip_eps_low=rl.clip_eps_low, clip_eps_high=rl.clip_eps_high,
                                           aggregation=rl.aggregation,
                                           ref_logprobs=batch["ref_logprobs"] if use_reference else None,
-                                          kl_coef=rl.kl_coef)
+                                          kl_coef=rl.kl_coef, segment_ids=batch["segment_ids"])
         total = loss + aux["moe_aux_loss"] + aux["router_z_loss"]
         metrics = {"pg_loss": loss, **policy.moe_metrics(aux),
                    **{("kl" if k == "ref_kl" else k): v for k, v in loss_aux.items() if jnp.ndim(v) == 0}}
@@ -59,7 +61,8 @@ class GRPOStage(RLStage):
                                                         normalize_std=rl.normalize_std))
         weights = group_filter_weights(rewards, rl.num_samples) if rl.filter_uniform_groups else None
         kept = 1.0 if weights is None else float(weights.mean())
-        return {"advantages": advantages.astype(np.float32)}, weights, {"kept_group_fraction": kept}
+        return ({"advantages": per_token(advantages.astype(np.float32), batch["sample_index"])}, weights,
+                {"kept_group_fraction": kept})
 
     def run(self, *, initial_params=None):
         """Training; a stage with judged domains (toy prompts) also scores its judge's mean reward of greedy

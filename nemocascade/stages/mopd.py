@@ -17,16 +17,18 @@ from nemocascade import sharding as sharding_lib
 from nemocascade.checkpoint import Checkpointer, restore_policy_params
 from nemocascade.stages import policy
 from nemocascade.stages.rl_common import RLStage
+from nemocascade.stages.rollout_batch import per_token
 
 
 def make_mopd_loss(cfg, rl):
-    """``loss_fn(params, batch, rng)``; batch adds ``teacher_logprobs`` f32[N, L] to the rollout batch."""
+    """``loss_fn(params, batch, rng)``; batch adds ``teacher_logprobs`` f32[rows, L] to the rollout batch (responses
+    told apart by ``segment_ids``: the paper's per-response mean holds for packed rows too)."""
     def loss_fn(params, batch, rng):
         del rng
         logprobs, aux = policy.token_logprobs(params, cfg, batch, temperature=rl.temperature)
         loss, loss_aux = losses.mopd_loss(logprobs, batch["rollout_logprobs"], batch["teacher_logprobs"],
                                           batch["mask"], is_low=rl.is_low, is_high=rl.is_high,
-                                          aggregation=rl.aggregation)
+                                          aggregation=rl.aggregation, segment_ids=batch["segment_ids"])
         total = loss + aux["moe_aux_loss"] + aux["router_z_loss"]
         metrics = {"mopd_loss": loss, **policy.moe_metrics(aux),
                    **{k: v for k, v in loss_aux.items() if jnp.ndim(v) == 0}}
@@ -70,12 +72,14 @@ class MOPDStage(RLStage):
     def extra_batch(self, batch, samples, rewards):
         teacher_lp = np.zeros(batch["targets"].shape, np.float32)
         domains = np.asarray([s["domain"] for s in samples])
+        scored_batch = {k: v for k, v in batch.items() if k != "sample_index"}
         for directory, (teacher_cfg, params) in self.teachers.items():
-            rows = np.isin(domains, [d for d, t in self.teacher_of_domain.items() if t == directory])
-            if rows.any():
-                scored = sharding_lib.to_host(policy.frozen_logprobs(params, batch, cfg=teacher_cfg,
+            taught = np.isin(domains, [d for d, t in self.teacher_of_domain.items() if t == directory])
+            tokens = per_token(taught, batch["sample_index"])
+            if tokens.any():
+                scored = sharding_lib.to_host(policy.frozen_logprobs(params, scored_batch, cfg=teacher_cfg,
                                                                      temperature=self.config.rl.temperature))
-                teacher_lp[rows] = scored[rows]
+                teacher_lp[tokens] = scored[tokens]
         mask = np.asarray(batch["mask"])
         gap = (teacher_lp - np.asarray(batch["rollout_logprobs"])) * mask
         return ({"teacher_logprobs": teacher_lp}, None,

@@ -6,7 +6,9 @@ from the loss). Rollouts are drawn from ``state.params`` itself (no copy) with a
 (seed, step), so a resumed stage redraws exactly the rollouts it would have drawn. With ``rl.max_turns > 1`` the
 domains that have an environment are played as multi-turn episodes (``episodes.sample_rollouts``): the rows then
 hold the environment's messages between the sampled turns, masked out of the loss, and the reward fns score the
-final turn.
+final turn. With ``rl.pack_rollouts`` the scored samples are packed into fewer training rows before the reference /
+teacher log-probs and the step (``rollout_batch.pack_rollout_batch``; metrics ``train_rows`` and
+``train_token_fraction``, the share of the trained row slots that hold a sample's token).
 
 KL reference (``rl.kl_coef > 0``, stages with ``supports_kl``): the stage's initial params stay frozen as
 ``pi_ref`` and every rollout batch gets ``ref_logprobs`` f32[N, L] (``policy.frozen_logprobs``, the sampler's
@@ -44,7 +46,7 @@ from nemocascade.rewards.judge_model import JudgeRewardFn
 from nemocascade.stages import evaluate, policy, runtime
 from nemocascade.stages.episodes import Turns, sample_rollouts
 from nemocascade.stages.prompts import decode_samples, encode_prompts
-from nemocascade.stages.rollout_batch import rollout_batch
+from nemocascade.stages.rollout_batch import pack_rollout_batch, per_token, rollout_batch, sample_index
 from nemocascade.train import init_params_from_seed
 
 
@@ -117,6 +119,23 @@ def check_examples(examples: Sequence[dict], reward_fns: dict) -> None:
             environment.check_examples(rows)
 
 
+def packed_micro_batch_rows(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> int:
+    """Rows per micro-batch of an RL stage whose rollouts are packed (``rl.pack_rollouts``): those of its unpacked
+    batch, ``prompts_per_step * num_samples / train.grad_accum_steps``; a packed batch then runs as many
+    micro-batches as its rows fill. A ValueError when they do not split evenly, or for an aggregation whose
+    normaliser depends on the row count."""
+    rl, accum = config.rl, config.train.grad_accum_steps
+    if rl.aggregation == "seq_mean_token_sum_norm":
+        raise ValueError("rl.pack_rollouts with rl.aggregation='seq_mean_token_sum_norm': its B * T normaliser "
+                         "would change with the packed row count; use token_mean or seq_mean_token_mean")
+    rows = rl.prompts_per_step * rl.num_samples
+    if rows % accum:
+        raise ValueError(f"rl.prompts_per_step * rl.num_samples = {rows} is not a multiple of "
+                         f"train.grad_accum_steps = {accum}")
+    runtime.check_batch_split(mesh, rows // accum, "rl.pack_rollouts: a micro-batch's rows")
+    return rows // accum
+
+
 def reference_params(ctx: runtime.StageContext, initial_params=None):
     """The frozen KL reference: ``initial_params`` as given (no copy; the train state holds its own buffers), or
     the params the stage's random init from ``ctx.config.seed`` starts from (built again: one params set)."""
@@ -166,6 +185,7 @@ class RLStage:
             raise ValueError(f"rl.max_turn_tokens={rl.max_turn_tokens}: expected 0 (= rl.max_new_tokens) up to "
                              f"rl.max_new_tokens={rl.max_new_tokens}")
         self.turns = Turns(max_new_tokens=rl.max_new_tokens, max_turns=rl.max_turns, turn_tokens=rl.max_turn_tokens)
+        self.micro_batch_rows = packed_micro_batch_rows(config, self.ctx.mesh) if rl.pack_rollouts else None
         self.reward_fns = self.make_reward_fns()
 
     def make_reward_fns(self) -> dict:
@@ -227,8 +247,9 @@ class RLStage:
         raise NotImplementedError
 
     def extra_batch(self, batch, samples, rewards):
-        """Given the rollout batch (numpy), its decoded samples and rewards f32[N], returns
-        (extra batch arrays, row weights f32[N] or None (0 drops a row from the loss), host metrics)."""
+        """Given the rollout batch (numpy [rows, width]; ``batch["sample_index"]`` names each token's sample, see
+        ``rollout_batch.per_token``), its decoded samples and rewards f32[N], returns (extra batch arrays of the
+        batch's [rows, width], sample weights f32[N] or None (0 drops a sample from the loss), host metrics)."""
         raise NotImplementedError
 
     def make_batch(self, state, examples: Sequence[dict]):
@@ -246,17 +267,23 @@ class RLStage:
         if rl.unfinished_reward_zero:
             rewards = np.where(rollouts.finished, rewards, 0.0).astype(np.float32)
         batch = rollout_batch(rollouts, width=self.width)
+        if self.micro_batch_rows:
+            batch, index = pack_rollout_batch(batch, micro_batch_rows=self.micro_batch_rows,
+                                              row_shards=runtime.batch_ways(self.ctx.mesh))
+            host_metrics = {"train_rows": float(len(index)), "train_token_fraction": float((index >= 0).mean())}
+        else:
+            index, host_metrics = sample_index(batch), {}
         if self.reference is not None:
             ref_logprobs = policy.frozen_logprobs(self.reference, batch, cfg=self.ctx.model_cfg,
                                                   temperature=rl.temperature)
             batch["ref_logprobs"] = sharding_lib.to_host(ref_logprobs)
-        extra, weights, host_metrics = self.extra_batch(batch, samples, rewards)
+        extra, weights, stage_metrics = self.extra_batch({**batch, "sample_index": index}, samples, rewards)
         batch.update(extra)
         if weights is not None:
-            batch["mask"] = batch["mask"] * (np.asarray(weights) > 0)[:, None]
-        host_metrics = {"reward": float(rewards.mean()),
+            batch["mask"] = batch["mask"] * per_token(np.asarray(weights) > 0, index)
+        host_metrics = {**host_metrics, "reward": float(rewards.mean()),
                         "response_length": float(rollouts.response_lengths.mean()),
-                        "finished_fraction": float(rollouts.finished.mean()), **host_metrics,
+                        "finished_fraction": float(rollouts.finished.mean()), **stage_metrics,
                         **({"turns": float(np.mean([s["turns"] for s in samples]))} if rl.max_turns > 1 else {}),
                         **domain_rewards(samples, rewards, len(set(rl.domains))), **judge_metrics(self.reward_fns)}
         return batch, host_metrics
@@ -273,7 +300,7 @@ class RLStage:
         if rl.kl_coef > 0:
             self.reference = reference_params(ctx, initial_params)
         batch_sharding = sharding_lib.batch_sharding(ctx.mesh)
-        step_fn = runtime.build_step(ctx, self.loss_fn(), state_shardings)
+        step_fn = runtime.build_step(ctx, self.loss_fn(), state_shardings, micro_batch_rows=self.micro_batch_rows)
 
         def next_batch(state):
             batch, host_metrics = self.make_batch(state, next(prompt_iter))

@@ -5,6 +5,16 @@ token ``t + 1`` at position ``t``, so every per-token array here is shifted by o
 ``targets[:, t] = tokens[:, t + 1]``, ``rollout_logprobs[:, t]`` is the sampler's log-prob of that target
 and ``mask[:, t]`` is 1 where that target is a sampled response token. Rows are padded to ``width``
 tokens so the jitted step compiles once per stage.
+
+Sequence packing (``rl.pack_rollouts``, ``pack_rollout_batch``): responses are mostly far shorter than the budget
+the rows are sized for (``max_prompt_tokens + max_new_tokens``), so one sample per row trains mostly padding.
+Packing moves whole samples into fewer rows of the same width, each with its own segment id and positions, so
+every token's log-prob is the one it has in its own row (attention and the Mamba-2 state do not cross segments;
+tested against the unpacked batch and the sampler). The per-sample quantities (advantages, weights, a MOPD
+teacher's domain) reach the tokens through ``index`` (``per_token``), and the losses average per response by
+segment (``losses.aggregate(..., segment_ids)``). The row count takes one of ``MAX_PACKED_SHAPES`` values and the
+train step runs as many micro-batches of the unpacked micro-batch size as it needs, so the memory per
+micro-batch is the unpacked one's and the step compiles a few times per stage, not once.
 """
 from __future__ import annotations
 
@@ -42,3 +52,92 @@ def rollout_batch(rollouts: Rollouts, *, width: int) -> dict[str, np.ndarray]:
     positions = np.broadcast_to(np.arange(width, dtype=np.int32), (n, width)).copy()
     return {"tokens": tokens, "targets": targets, "segment_ids": segment_ids, "positions": positions,
             "mask": mask, "rollout_logprobs": rollout_logprobs}
+
+
+def sample_index(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """int32[N, width] of a ``rollout_batch`` (one sample per row): the row's index on its prompt and response
+    tokens, -1 on padding."""
+    rows = np.arange(batch["segment_ids"].shape[0], dtype=np.int32)[:, None]
+    return np.where(batch["segment_ids"] > 0, rows, -1).astype(np.int32)
+
+
+def per_token(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[N]`` (one per sample) spread over the tokens: ``values[index]`` where ``index >= 0``, else 0."""
+    values = np.asarray(values)
+    return np.where(index >= 0, values[np.maximum(index, 0)], np.zeros((), values.dtype))
+
+
+# A packed batch takes one of at most this many row counts per stage, so the train step compiles at most this often.
+MAX_PACKED_SHAPES = 8
+
+
+def packed_row_count(needed: int, *, num_samples: int, micro_batch_rows: int, row_shards: int) -> int:
+    """The row count of a packed batch that needs ``needed`` rows (of the unpacked ``num_samples``).
+
+    Rows go in units of ``row_shards`` (the mesh's batch split; it divides ``micro_batch_rows``, which divides
+    ``num_samples``), rounded up to one of ``MAX_PACKED_SHAPES`` evenly spaced unit counts, and then to ``n``
+    equal micro-batches of at most ``micro_batch_rows`` rows (``n`` = the fewest that hold them), so that
+    ``make_train_step(micro_batch_rows=...)`` splits it evenly. At most ``num_samples``.
+    """
+    total_units, max_units = num_samples // row_shards, micro_batch_rows // row_shards
+    granule = -(-total_units // MAX_PACKED_SHAPES)
+    units = min(-(-needed // (row_shards * granule)) * granule, total_units)
+    micro_batches = -(-units // max_units)
+    return micro_batches * -(-units // micro_batches) * row_shards
+
+
+def first_fit_decreasing(lengths: np.ndarray, width: int) -> list[list[int]]:
+    """Bins (lists of item indices, in placement order) of total length <= ``width``: items longest first
+    (ties by index), each into the first bin with room. Deterministic."""
+    order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
+    free = np.zeros(0, np.int64)
+    bins: list[list[int]] = []
+    for i in order:
+        room = np.flatnonzero(free >= lengths[i])
+        if room.size:
+            bins[room[0]].append(i)
+            free[room[0]] -= lengths[i]
+        else:
+            bins.append([i])
+            free = np.append(free, width - lengths[i])
+    return bins
+
+
+def pack_rollout_batch(batch: dict[str, np.ndarray], *, micro_batch_rows: int,
+                       row_shards: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Packs a ``rollout_batch`` (one sample per row) into fewer rows of the same width (sequence packing).
+
+    Each sample (its prompt and response: the tokens with ``segment_ids > 0``) stays whole and is copied with all
+    of its per-token arrays into a row of ``first_fit_decreasing``; in its row it gets segment id ``k + 1`` (the
+    ``k``-th sample placed there) and positions ``0 ..``, so attention, the Mamba-2 state and the positions see
+    each sample alone, exactly as in its own row. Its targets, mask and log-probs move with it (the target after
+    a sample's last token is masked, as in its own row). The row count is ``packed_row_count`` (rows of padding
+    only are added to reach it).
+
+    Args:
+      batch: name -> [N, width] arrays from ``rollout_batch`` (every array of that shape is packed).
+      micro_batch_rows, row_shards: rows per micro-batch of the unpacked batch, and the mesh's batch split
+        (``packed_row_count``).
+    Returns:
+      ``(packed, index)``: the packed arrays [R, width] and int32[R, width] ``index`` (the sample each token came
+      from, -1 on padding; see ``per_token``).
+    """
+    segment_ids = batch["segment_ids"]
+    num_samples, width = segment_ids.shape
+    lengths = (segment_ids > 0).sum(axis=1)
+    bins = first_fit_decreasing(lengths, width)
+    rows = packed_row_count(len(bins), num_samples=num_samples, micro_batch_rows=micro_batch_rows,
+                            row_shards=row_shards)
+    packed = {name: np.zeros((rows, width), value.dtype) for name, value in batch.items()}
+    index = np.full((rows, width), -1, np.int32)
+    for row, members in enumerate(bins):
+        start = 0
+        for segment, sample in enumerate(members, start=1):
+            stop = start + int(lengths[sample])
+            for name, value in batch.items():
+                packed[name][row, start:stop] = value[sample, :stop - start]
+            packed["segment_ids"][row, start:stop] = segment
+            packed["positions"][row, start:stop] = np.arange(stop - start)
+            index[row, start:stop] = sample
+            start = stop
+    return packed, index

@@ -88,10 +88,15 @@ def check_sequence_split(mesh: jax.sharding.Mesh, row_width: int, field: str) ->
                          f"parallelism splits every training row's tokens {ways} ways")
 
 
+def batch_ways(mesh: jax.sharding.Mesh) -> int:
+    """How many ways the mesh's batch axes (``sharding.batch_axes``) split a batch's rows."""
+    return math.prod(mesh.shape[axis] for axis in sharding_lib.batch_axes(mesh))
+
+
 def check_batch_split(mesh: jax.sharding.Mesh, num_rows: int, field: str) -> None:
     """A ValueError unless the mesh's batch axes (``sharding.batch_axes``) divide a global batch of ``num_rows``
     rows (config ``field``): every device holds an equal share of the rows."""
-    ways = math.prod(mesh.shape[axis] for axis in sharding_lib.batch_axes(mesh))
+    ways = batch_ways(mesh)
     if num_rows % ways:
         raise ValueError(f"{field} = {num_rows} rows is not a multiple of the {ways} devices of the mesh's batch "
                          f"axes {sharding_lib.batch_axes(mesh)}")
@@ -145,8 +150,10 @@ def put_global_batch(batch: Mapping[str, Any], sharding: jax.sharding.Sharding) 
             for name, value in arrays.items()}
 
 
-def build_step(ctx: StageContext, loss_fn, state_shardings, batch_shardings=None):
-    """The one jitted train step for this stage, with the aux-loss-free router-bias nudge when enabled."""
+def build_step(ctx: StageContext, loss_fn, state_shardings, batch_shardings=None, *,
+               micro_batch_rows: int | None = None):
+    """The one jitted train step for this stage, with the aux-loss-free router-bias nudge when enabled.
+    ``micro_batch_rows``: micro-batches of that many rows instead of ``train.grad_accum_steps`` of them."""
     cfg = ctx.model_cfg
     post_update = None
     if cfg.router_score == "sigmoid" and cfg.router_bias_update_rate > 0:
@@ -154,6 +161,7 @@ def build_step(ctx: StageContext, loss_fn, state_shardings, batch_shardings=None
             return model_lib.update_router_bias(params, metrics["expert_load"], cfg.router_bias_update_rate)
     return make_train_step(loss_fn, ctx.optimizer, state_shardings=state_shardings,
                            batch_shardings=batch_shardings, grad_accum_steps=ctx.config.train.grad_accum_steps,
+                           micro_batch_rows=micro_batch_rows,
                            learning_rate_fn=make_schedule(optimizer_settings(ctx.config)),
                            post_update_fn=post_update)
 

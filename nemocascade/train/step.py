@@ -59,6 +59,7 @@ def make_train_step(
     state_shardings=None,
     batch_shardings=None,
     grad_accum_steps: int = 1,
+    micro_batch_rows: int | None = None,
     learning_rate_fn: optax.Schedule | None = None,
     post_update_fn: PostUpdateFn | None = None,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
@@ -72,16 +73,31 @@ def make_train_step(
       batch_shardings: shardings for the batch pytree (or one sharding for all leaves), or None.
       grad_accum_steps: micro-batches per step; the batch's leading dim must divide by it. Gradients
         are the mean over micro-batches (each micro-batch's loss already normalised by the loss fn).
+      micro_batch_rows: instead of ``grad_accum_steps``, a batch of ``R`` rows runs the fewest equal
+        micro-batches of at most this many rows, ``n = ceil(R / micro_batch_rows)`` (``n`` must divide ``R``):
+        for batches whose row count varies (packed RL rollouts), each row count compiling once.
       learning_rate_fn: if given, ``metrics["learning_rate"]`` reports the rate used at this step.
       post_update_fn: ``(new_params, metrics) -> params`` applied after the optimizer, inside the jit
         (e.g. the aux-loss-free router-bias update from ``metrics["expert_load"]``).
     """
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+    if micro_batch_rows is not None and micro_batch_rows < 1:
+        raise ValueError(f"micro_batch_rows must be None or >= 1, got {micro_batch_rows}")
+
+    def micro_batches(batch) -> int:
+        if micro_batch_rows is None:
+            return grad_accum_steps
+        rows = jax.tree.leaves(batch)[0].shape[0]
+        count = -(-rows // micro_batch_rows)
+        if rows % count:
+            raise ValueError(f"a batch of {rows} rows does not split into {count} equal micro-batches of at most "
+                             f"micro_batch_rows={micro_batch_rows}")
+        return count
 
     def step(state: TrainState, batch):
         rng, step_rng = jax.random.split(state.rng)
-        loss, metrics, grads = _loss_and_grads(loss_fn, state.params, batch, step_rng, grad_accum_steps)
+        loss, metrics, grads = _loss_and_grads(loss_fn, state.params, batch, step_rng, micro_batches(batch))
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics)

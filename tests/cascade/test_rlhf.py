@@ -94,7 +94,7 @@ def test_rlhf_trains_on_the_reward_models_scores(reward_model_dir, tmp_path):
 
     def recording_extra_batch(batch, samples, rewards):
         extra, weights, metrics = grpo_extra_batch(batch, samples, rewards)
-        seen.append((samples, np.array(rewards), extra["advantages"]))
+        seen.append((samples, np.array(rewards), extra["advantages"][:, 0]))   # row i's first token: sample i
         return extra, weights, metrics
 
     stage.extra_batch = recording_extra_batch

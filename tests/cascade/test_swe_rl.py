@@ -90,7 +90,9 @@ def test_the_grpo_stage_rewards_the_episodes_that_repair(tmp_path, monkeypatch):
     monkeypatch.setattr(rl_common, "sample_rollouts", sample_rollouts)
     batch, metrics = stage.make_batch(types.SimpleNamespace(step=0, params="policy"), examples)
     assert (metrics["reward"], metrics["turns"], metrics["kept_group_fraction"]) == (0.5, 3.5, 1.0)
-    np.testing.assert_allclose(batch["advantages"], [1.0, -1.0] * 4, atol=1e-5)
+    in_row = batch["segment_ids"] > 0                                 # each row holds its own sample
+    np.testing.assert_allclose(batch["advantages"], np.where(in_row, np.array([1.0, -1.0] * 4)[:, None], 0.0),
+                               atol=1e-5)
     rollouts = played["rollouts"]
     trained = batch["mask"] > 0
     for row in range(8):

@@ -34,8 +34,19 @@ def token_logprobs_grad(logits, targets, upstream):
     return np.asarray(upstream, np.float64)[..., None] * (onehot - probs)
 
 
-def aggregation_weights(mask, aggregation):
-    """[B, T] float64 weights w with loss = sum(w * l) for each aggregation, computed row by row."""
+def _runs(row_ids):
+    """[(start, stop)] of the runs of equal values in ``row_ids``."""
+    runs, start = [], 0
+    for t in range(1, len(row_ids) + 1):
+        if t == len(row_ids) or row_ids[t] != row_ids[start]:
+            runs.append((start, t))
+            start = t
+    return runs
+
+
+def aggregation_weights(mask, aggregation, segment_ids=None):
+    """[B, T] float64 weights w with loss = sum(w * l) for each aggregation, computed row by row; with
+    ``segment_ids`` a sequence of ``seq_mean_token_mean`` is a run of equal ids within a row."""
     mask = np.asarray(mask, np.float64)
     batch, length = mask.shape
     weights = np.zeros_like(mask)
@@ -44,9 +55,11 @@ def aggregation_weights(mask, aggregation):
         if total > 0:
             weights = mask / total
     elif aggregation == "seq_mean_token_mean":
-        non_empty = [b for b in range(batch) if mask[b].sum() > 0]
-        for b in non_empty:
-            weights[b] = mask[b] / mask[b].sum() / len(non_empty)
+        spans = [(b, start, stop) for b in range(batch)
+                 for start, stop in (_runs(list(segment_ids[b])) if segment_ids is not None else [(0, length)])]
+        non_empty = [(b, start, stop) for b, start, stop in spans if mask[b, start:stop].sum() > 0]
+        for b, start, stop in non_empty:
+            weights[b, start:stop] = mask[b, start:stop] / mask[b, start:stop].sum() / len(non_empty)
     elif aggregation == "seq_mean_token_sum_norm":
         weights = mask / (batch * length)
     else:
@@ -80,14 +93,14 @@ def group_advantages(rewards, group_size, normalize_std, eps):
 
 
 def grpo_loss(logprobs, old_logprobs, advantages, mask, eps_low, eps_high, aggregation,
-              ref_logprobs=None, kl_coef=0.0):
+              ref_logprobs=None, kl_coef=0.0, segment_ids=None):
     """(loss, d loss / d logprobs, clip_fraction); the min() surrogate evaluated literally per token."""
     lp = np.asarray(logprobs, np.float64)
     mask = np.asarray(mask, np.float64)
     adv = np.asarray(advantages, np.float64)
     if adv.ndim == 1:
         adv = np.repeat(adv[:, None], lp.shape[1], axis=1)
-    weights = aggregation_weights(mask, aggregation)
+    weights = aggregation_weights(mask, aggregation, segment_ids)
     loss, grad, clipped_count = 0.0, np.zeros_like(lp), 0.0
     for b in range(lp.shape[0]):
         for t in range(lp.shape[1]):
@@ -111,7 +124,7 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, eps_low, eps_high, aggre
 
 
 def mopd_loss(logprobs, rollout_logprobs, teacher_logprobs, mask, is_low, is_high, aggregation,
-              weight_logprobs=None):
+              weight_logprobs=None, segment_ids=None):
     """(loss, d loss / d logprobs, gated_fraction).
 
     The importance weight is computed from ``weight_logprobs`` (default ``logprobs``) and held constant,
@@ -120,7 +133,7 @@ def mopd_loss(logprobs, rollout_logprobs, teacher_logprobs, mask, is_low, is_hig
     lp = np.asarray(logprobs, np.float64)
     weight_lp = lp if weight_logprobs is None else np.asarray(weight_logprobs, np.float64)
     mask = np.asarray(mask, np.float64)
-    weights = aggregation_weights(mask, aggregation)
+    weights = aggregation_weights(mask, aggregation, segment_ids)
     loss, grad, gated = 0.0, np.zeros_like(lp), 0.0
     for b in range(lp.shape[0]):
         for t in range(lp.shape[1]):

@@ -1,4 +1,6 @@
 """Multi-turn episodes: sampled turns exactly on-policy around environment observations; limits; errors."""
+import threading
+
 import jax
 import numpy as np
 import pytest
@@ -36,9 +38,26 @@ LIMITS = EpisodeLimits(max_turns=3, turn_tokens=8, total_tokens=40)
 TEMPERATURE = 0.8    # one sampling setting (and turn budget) for every test: the compiled turns are shared
 
 
-def _episodes(params, cfg, env, *, limits=LIMITS, temperature=TEMPERATURE, rng=7, mesh=None):
+class MeetingEnvironment(RecordingEnvironment):
+    """A ``RecordingEnvironment`` whose first two calls wait for each other (up to ``timeout`` seconds): calls made
+    one after another never meet, and the first one's wait fails with ``threading.BrokenBarrierError``."""
+
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.barrier, self.lock, self.count = threading.Barrier(2, timeout=timeout), threading.Lock(), 0
+
+    def __call__(self, row, turn_ids):
+        with self.lock:
+            self.count += 1
+            meets = self.count <= 2
+        if meets:
+            self.barrier.wait()
+        return super().__call__(row, turn_ids)
+
+
+def _episodes(params, cfg, env, *, limits=LIMITS, temperature=TEMPERATURE, rng=7, mesh=None, respond_workers=1):
     return generate_episodes(params, cfg, PROMPTS, env, limits=limits, num_samples=2, temperature=temperature,
-                             stop_tokens=STOPS, rng=jax.random.PRNGKey(rng), mesh=mesh)
+                             stop_tokens=STOPS, rng=jax.random.PRNGKey(rng), mesh=mesh, respond_workers=respond_workers)
 
 
 def _assert_on_policy(params, cfg, ro):
@@ -131,11 +150,15 @@ def test_limits_end_episodes_unfinished():
 
 
 def test_same_key_same_episodes_and_greedy_samples_of_a_prompt_agree():
+    """Also when the environment answers a turn's rows on several threads: they run at once (the first two calls
+    meet) and the episodes are the same as with the calls in row order."""
     params = m.init_params(BASE, jax.random.PRNGKey(4))
     first = _episodes(params, BASE, RecordingEnvironment())
-    again = _episodes(params, BASE, RecordingEnvironment())
+    again = _episodes(params, BASE, MeetingEnvironment(timeout=30), respond_workers=4)
     np.testing.assert_array_equal(first.tokens, again.tokens)
     np.testing.assert_array_equal(first.logprobs, again.logprobs)
+    with pytest.raises(threading.BrokenBarrierError):       # in row order the first two calls cannot meet
+        _episodes(params, BASE, MeetingEnvironment(timeout=1))
     by_content = lambda row, turn: None if turn[-1] in FINAL else [40 + len(turn) % 8, 47]  # noqa: E731
     greedy = _episodes(params, BASE, by_content, temperature=0.0)
     # Both samples of a prompt see the same history at every turn (the environment answers the turn's content

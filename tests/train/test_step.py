@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from nemocascade.train import TrainState, create_train_state, make_train_step
 
@@ -55,6 +56,29 @@ def test_gradient_accumulation_equals_full_batch():
                                    atol=1e-7)
     np.testing.assert_allclose(float(m_a["loss"]), float(m_b["loss"]), rtol=1e-5)
     np.testing.assert_allclose(float(m_a["mean_pred"]), float(m_b["mean_pred"]), rtol=1e-5, atol=1e-6)
+
+
+def test_micro_batch_rows_split_each_batch_into_the_fewest_equal_micro_batches():
+    """For batches whose row count varies (packed RL rollouts): ``ceil(rows / micro_batch_rows)`` micro-batches of
+    equal size, whose mean gradient is the full batch's."""
+    def loss_fn(params, batch, rng):
+        loss, metrics = _loss_fn(params, batch, rng)
+        return loss, {**metrics, "micro_rows": jnp.float32(batch["x"].shape[0])}
+
+    tx = optax.sgd(0.1)
+    _, sh = create_train_state(_init, tx, jax.random.PRNGKey(1))
+    step = make_train_step(loss_fn, tx, state_shardings=sh, micro_batch_rows=4)
+    full = make_train_step(loss_fn, tx, state_shardings=sh)
+    for rows, micro_rows in ((12, 4), (6, 3), (4, 4), (2, 2)):
+        state, _ = create_train_state(_init, tx, jax.random.PRNGKey(1))
+        reference, _ = create_train_state(_init, tx, jax.random.PRNGKey(1))
+        out, metrics = step(state, _batch(rows))
+        expected, _ = full(reference, _batch(rows))
+        assert float(metrics["micro_rows"]) == micro_rows
+        np.testing.assert_allclose(np.asarray(out.params["w"]), np.asarray(expected.params["w"]), rtol=1e-5, atol=1e-7)
+    state, _ = create_train_state(_init, tx, jax.random.PRNGKey(1))
+    with pytest.raises(ValueError, match="a batch of 5 rows does not split into 2 equal micro-batches"):
+        step(state, _batch(5))
 
 
 def test_state_is_donated_and_rng_advances():
