@@ -3,10 +3,14 @@
 Token advantage ``a_t = log pi_teacher(y_t) - log pi_rollout(y_t)`` on the sampled token, importance
 weight gated to [is_low, is_high], aggregated per response then over responses (the paper's Eq. 4:
 ``rl.aggregation = "seq_mean_token_mean"``). Teachers are params restored from earlier checkpoints; a
-checkpoint shared by several domains is loaded once. Teacher and student must share the tokenizer and
-vocabulary: that is checked against each teacher's saved config and refused otherwise.
+checkpoint shared by several domains is loaded once, and scores only the samples of its own domains, packed
+into as few rows as they fill (``teacher_logprobs``: with T teachers the step's teacher forwards cover the batch
+once, not T times). Teacher and student must share the tokenizer and vocabulary: that is checked against
+each teacher's saved config and refused otherwise.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,9 +19,9 @@ from nemocascade import losses
 from nemocascade import model as model_lib
 from nemocascade import sharding as sharding_lib
 from nemocascade.checkpoint import Checkpointer, restore_policy_params
-from nemocascade.stages import policy
+from nemocascade.stages import policy, runtime
 from nemocascade.stages.rl_common import RLStage
-from nemocascade.stages.rollout_batch import per_token
+from nemocascade.stages.rollout_batch import pack_samples, scatter_samples
 
 
 def make_mopd_loss(cfg, rl):
@@ -49,6 +53,35 @@ def check_teacher_compatible(teacher_config: dict, student_config, checkpoint_di
     return teacher_model
 
 
+def teacher_logprobs(batch: dict[str, np.ndarray], sample_domains: Sequence[str], teachers, *, temperature: float,
+                     row_shards: int) -> np.ndarray:
+    """f32[rows, width]: each sampled token's log-prob under the teacher of its sample's domain (0 on tokens of no
+    sample).
+
+    Each teacher scores only its own domains' samples, packed into as few rows as they fill
+    (``rollout_batch.pack_samples``), so the teachers' forwards together cover each token once, whatever their
+    number.
+
+    Args:
+      batch: the step's rollout batch (packed or not) with ``sample_index``; ``sample_domains``: each sample's.
+      teachers: ``[(domains, ModelConfig, params)]``, one per distinct teacher.
+      temperature: the sampler's; row_shards: the mesh's batch split (the packed rows are a multiple of it).
+    """
+    index = batch["sample_index"]
+    arrays = {k: batch[k] for k in ("tokens", "targets", "segment_ids", "positions")}
+    scores = np.zeros(index.shape, np.float32)
+    domains = np.asarray(sample_domains)
+    for taught_domains, cfg, params in teachers:
+        taught = np.flatnonzero(np.isin(domains, taught_domains))
+        if taught.size:
+            scored_batch, scored_index = pack_samples(arrays, index, taught, num_samples=len(domains),
+                                                      row_shards=row_shards)
+            scored = sharding_lib.to_host(policy.frozen_logprobs(params, scored_batch, cfg=cfg,
+                                                                 temperature=temperature))
+            scatter_samples(scores, index, scored, scored_index)
+    return scores
+
+
 class MOPDStage(RLStage):
     """``config.rl.teachers`` maps each domain to a checkpoint directory (the cascade fills it from the ledger)."""
 
@@ -70,16 +103,11 @@ class MOPDStage(RLStage):
         return make_mopd_loss(self.ctx.model_cfg, self.config.rl)
 
     def extra_batch(self, batch, samples, rewards):
-        teacher_lp = np.zeros(batch["targets"].shape, np.float32)
-        domains = np.asarray([s["domain"] for s in samples])
-        scored_batch = {k: v for k, v in batch.items() if k != "sample_index"}
-        for directory, (teacher_cfg, params) in self.teachers.items():
-            taught = np.isin(domains, [d for d, t in self.teacher_of_domain.items() if t == directory])
-            tokens = per_token(taught, batch["sample_index"])
-            if tokens.any():
-                scored = sharding_lib.to_host(policy.frozen_logprobs(params, scored_batch, cfg=teacher_cfg,
-                                                                     temperature=self.config.rl.temperature))
-                teacher_lp[tokens] = scored[tokens]
+        teachers = [([d for d, t in self.teacher_of_domain.items() if t == directory], teacher_cfg, params)
+                    for directory, (teacher_cfg, params) in self.teachers.items()]
+        teacher_lp = teacher_logprobs(batch, [s["domain"] for s in samples], teachers,
+                                      temperature=self.config.rl.temperature,
+                                      row_shards=runtime.batch_ways(self.ctx.mesh))
         mask = np.asarray(batch["mask"])
         gap = (teacher_lp - np.asarray(batch["rollout_logprobs"])) * mask
         return ({"teacher_logprobs": teacher_lp}, None,

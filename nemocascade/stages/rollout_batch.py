@@ -18,6 +18,8 @@ micro-batch is the unpacked one's and the step compiles a few times per stage, n
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from nemocascade.rollout import Rollouts
@@ -103,8 +105,8 @@ def first_fit_decreasing(lengths: np.ndarray, width: int) -> list[list[int]]:
     return bins
 
 
-def pack_rollout_batch(batch: dict[str, np.ndarray], *, micro_batch_rows: int,
-                       row_shards: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def pack_rollout_batch(batch: dict[str, np.ndarray], *, micro_batch_rows: int, row_shards: int,
+                       num_samples: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Packs a ``rollout_batch`` (one sample per row) into fewer rows of the same width (sequence packing).
 
     Each sample (its prompt and response: the tokens with ``segment_ids > 0``) stays whole and is copied with all
@@ -118,16 +120,18 @@ def pack_rollout_batch(batch: dict[str, np.ndarray], *, micro_batch_rows: int,
       batch: name -> [N, width] arrays from ``rollout_batch`` (every array of that shape is packed).
       micro_batch_rows, row_shards: rows per micro-batch of the unpacked batch, and the mesh's batch split
         (``packed_row_count``).
+      num_samples: the unpacked batch size that the row counts are bucketed by (default: ``batch``'s rows; a
+        subset of a step's samples passes the step's, so that its row counts are the step's few).
     Returns:
       ``(packed, index)``: the packed arrays [R, width] and int32[R, width] ``index`` (the sample each token came
       from, -1 on padding; see ``per_token``).
     """
     segment_ids = batch["segment_ids"]
-    num_samples, width = segment_ids.shape
+    width = segment_ids.shape[1]
     lengths = (segment_ids > 0).sum(axis=1)
     bins = first_fit_decreasing(lengths, width)
-    rows = packed_row_count(len(bins), num_samples=num_samples, micro_batch_rows=micro_batch_rows,
-                            row_shards=row_shards)
+    rows = packed_row_count(len(bins), num_samples=num_samples or len(segment_ids),
+                            micro_batch_rows=micro_batch_rows, row_shards=row_shards)
     packed = {name: np.zeros((rows, width), value.dtype) for name, value in batch.items()}
     index = np.full((rows, width), -1, np.int32)
     for row, members in enumerate(bins):
@@ -141,3 +145,55 @@ def pack_rollout_batch(batch: dict[str, np.ndarray], *, micro_batch_rows: int,
             index[row, start:stop] = sample
             start = stop
     return packed, index
+
+
+def sample_spans(index: np.ndarray) -> dict[int, tuple[int, int, int]]:
+    """``{sample: (row, start, stop)}``: where each sample of ``index`` (see ``per_token``) stands, in one pass over
+    it (every layout here keeps a sample whole, in one row)."""
+    flat = index.reshape(-1)
+    runs = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
+    width = index.shape[1]
+    spans = {}
+    for begin, end in zip(runs[:-1], runs[1:]):
+        sample = int(flat[begin])
+        if sample >= 0:
+            row, start = divmod(int(begin), width)
+            spans[sample] = (row, start, start + int(end - begin))
+    return spans
+
+
+def gather_samples(batch: dict[str, np.ndarray], index: np.ndarray, samples: Sequence[int]) -> dict[str, np.ndarray]:
+    """``samples`` (ids of ``index``, see ``per_token``) one per row, laid out as ``rollout_batch`` lays them out:
+    row ``i`` holds sample ``samples[i]``'s values of every [rows, width] array of ``batch`` from position 0, with
+    segment id 1 and positions 0, 1, ... (e.g. to pack a subset of a packed batch again)."""
+    spans = sample_spans(index)
+    gathered = {name: np.zeros((len(samples), index.shape[1]), value.dtype) for name, value in batch.items()}
+    for row, sample in enumerate(samples):
+        source, start, stop = spans[int(sample)]
+        for name, value in batch.items():
+            gathered[name][row, :stop - start] = value[source, start:stop]
+        gathered["segment_ids"][row, :stop - start] = 1
+        gathered["positions"][row, :stop - start] = np.arange(stop - start)
+    return gathered
+
+
+def scatter_samples(target: np.ndarray, index: np.ndarray, values: np.ndarray, values_index: np.ndarray) -> None:
+    """Writes ``values`` (a batch whose tokens belong to the samples of ``values_index``) into ``target`` at the
+    same samples' tokens of ``index`` (``sample_spans`` of both; a sample must have one length in both)."""
+    target_spans = sample_spans(index)
+    for sample, (row, start, stop) in sample_spans(values_index).items():
+        target_row, target_start, target_stop = target_spans[sample]
+        if target_stop - target_start != stop - start:
+            raise ValueError(f"sample {sample} has {stop - start} tokens in values but "
+                             f"{target_stop - target_start} in target")
+        target[target_row, target_start:target_stop] = values[row, start:stop]
+
+
+def pack_samples(batch: dict[str, np.ndarray], index: np.ndarray, samples: np.ndarray, *, num_samples: int,
+                 row_shards: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The ``samples`` (ids of ``index``, of a step's ``num_samples``) alone, packed into rows of the batch's width
+    (``gather_samples`` then ``pack_rollout_batch`` with one micro-batch: one of ``MAX_PACKED_SHAPES`` row counts
+    per step). Returns (the packed arrays, the sample id of each of their tokens, -1 on padding)."""
+    packed, packed_index = pack_rollout_batch(gather_samples(batch, index, samples), micro_batch_rows=num_samples,
+                                              row_shards=row_shards, num_samples=num_samples)
+    return packed, np.where(packed_index >= 0, samples[np.maximum(packed_index, 0)], -1).astype(np.int32)

@@ -72,6 +72,26 @@ def test_packed_batch_holds_every_sample_intact():
     assert packed["mask"].sum() == unpacked["mask"].sum()
 
 
+def test_sample_spans_gather_and_scatter():
+    """Samples located in one pass (a sample may fill its row; a row may start with another sample), moved to
+    one per row and back."""
+    index = np.array([[0, 0, 1, 1, 1, -1], [2, -1, -1, -1, -1, -1], [3, 3, 3, 3, 3, 3], [4, 5, 5, -1, -1, -1]])
+    assert rollout_batch.sample_spans(index) == {0: (0, 0, 2), 1: (0, 2, 5), 2: (1, 0, 1), 3: (2, 0, 6),
+                                                 4: (3, 0, 1), 5: (3, 1, 3)}
+    values = np.where(index >= 0, 10 * index + np.arange(6), 0)
+    batch = {"tokens": values, "segment_ids": (index >= 0).astype(np.int32), "positions": np.zeros_like(index)}
+    gathered = rollout_batch.gather_samples(batch, index, [5, 3, 1])
+    np.testing.assert_array_equal(gathered["tokens"], [[51, 52, 0, 0, 0, 0], [30, 31, 32, 33, 34, 35],
+                                                       [12, 13, 14, 0, 0, 0]])
+    np.testing.assert_array_equal(gathered["positions"][0], [0, 1, 0, 0, 0, 0])
+    target = np.zeros_like(values)
+    rollout_batch.scatter_samples(target, index, gathered["tokens"], np.where(gathered["segment_ids"] > 0,
+                                                                             np.array([5, 3, 1])[:, None], -1))
+    np.testing.assert_array_equal(target, np.where(np.isin(index, [5, 3, 1]), values, 0))
+    with pytest.raises(ValueError, match="sample 5 has 1 tokens in values but 2 in target"):
+        rollout_batch.scatter_samples(target, index, gathered["tokens"], np.array([[5, -1, -1, -1, -1, -1]]))
+
+
 def test_packed_row_counts():
     """Whole micro-batches of equal size, at most MAX_PACKED_SHAPES counts, never more rows than unpacked."""
     for n, micro_rows, shards in [(16, 16, 2), (16, 4, 2), (2048, 4, 2), (64, 16, 1), (8, 8, 8)]:
@@ -123,6 +143,30 @@ def test_packed_rows_train_like_one_sample_per_row(cfg):
         np.testing.assert_allclose(packed_losses[key][0], unpacked_losses[key][0], rtol=1e-5, atol=1e-6, err_msg=key)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=key),
                      packed_losses[key][1], unpacked_losses[key][1])
+
+
+def test_each_teacher_scores_only_its_domains_samples():
+    """MOPD's ``teacher_logprobs`` with two teachers (different params) for the samples of two domains: every token of
+    a sample holds the log-prob that its own domain's teacher gives it in one forward over the unpacked batch, for an
+    unpacked and a packed step batch alike; tokens of no sample hold 0."""
+    params, ro = _sampled(MOE)
+    other = jax.jit(m.init_params, static_argnums=0)(MOE, jax.random.PRNGKey(9))
+    unpacked = rollout_batch.rollout_batch(ro, width=WIDTH)
+    domains = ["math" if i % 3 else "if" for i in range(len(ro.tokens))]
+    teachers = [(["math"], MOE, params), (["if"], MOE, other)]
+    expected = {domain: np.asarray(policy.frozen_logprobs(p, unpacked, cfg=MOE, temperature=TEMPERATURE))
+                for domain, p in (("math", params), ("if", other))}
+    lengths = ro.prompt_lengths + ro.response_lengths
+    packed, packed_index = pack_rollout_batch(unpacked, micro_batch_rows=10, row_shards=2)
+    for batch, index in ((unpacked, sample_index(unpacked)), (packed, packed_index)):
+        scores = mopd.teacher_logprobs({**batch, "sample_index": index}, domains, teachers, temperature=TEMPERATURE,
+                                       row_shards=2)
+        assert not scores[index < 0].any()
+        for sample, values in _samples_of({"lp": scores}, index).items():
+            own = expected[domains[sample]][sample, :lengths[sample]]
+            np.testing.assert_allclose(values["lp"], own, atol=2e-5, err_msg=f"sample {sample}")
+            assert np.abs(values["lp"] - expected[{"math": "if", "if": "math"}[domains[sample]]][
+                sample, :lengths[sample]]).max() > 1e-3        # the other teacher would differ
 
 
 SMALL_MODEL = dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, expert_hidden_size=32, max_seq_len=160)
