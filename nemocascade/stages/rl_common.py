@@ -11,7 +11,7 @@ teacher log-probs and the step (``rollout_batch.pack_rollout_batch``; metrics ``
 ``train_token_fraction``, the share of the trained row slots that hold a sample's token).
 
 KL reference (``rl.kl_coef > 0``, stages with ``supports_kl``): the stage's initial params stay frozen as
-``pi_ref`` and every rollout batch gets ``ref_logprobs`` f32[N, L] (``policy.frozen_logprobs``, the sampler's
+``pi_ref`` and every rollout batch gets ``ref_logprobs`` f32[rows, L] (``policy.frozen_logprobs``, the sampler's
 temperature). Memory cost: one params set, for the whole stage. ``pi_ref`` is always the params a fresh start
 of the stage begins from, also on resume: ``initial_params`` (in a cascade the previous stage's final
 checkpoint, passed again on resume; a separate buffer, as the train state copies them before donating), or,
