@@ -8,8 +8,15 @@ warm cache a 3-step GRPO launch takes 7 s instead of 23 s. In-process tests comp
 fresh closures too (the tiny model's forward and step in many tests): the cache spares those (measured: the
 model tests 6 min 6 s instead of 6 min 36 s on 2 cores). The cache lives for one pytest run (shared by its
 xdist workers) in the run's temporary directory.
+
+A worker that dies of a fatal signal (a crash in native code) writes its faulthandler dump to a file; the
+controller prints the crashed thread's part of it in the summary, where a log's tail shows it (pytest would print
+every thread's stack to the worker's stderr, and the crashed one's frames scroll out of a short tail).
 """
+import faulthandler
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -50,3 +57,52 @@ def pytest_collection_modifyitems(config, items):
     so that the xdist workers start them early and end the run on short tests, not one waiting for the other."""
     del config
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+CRASH_DIR_VARIABLE = "NEMOCASCADE_TEST_CRASH_DIR"
+_crash_dump = None   # this worker's dump file (kept open: faulthandler writes to its descriptor)
+
+
+@pytest.hookimpl(trylast=True)          # after pytest's faulthandler plugin, which it replaces in workers
+def pytest_configure(config):
+    global _crash_dump
+    if not hasattr(config, "workerinput"):
+        if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None):
+            os.environ[CRASH_DIR_VARIABLE] = tempfile.mkdtemp(prefix="nemocascade-test-crashes-")
+    elif CRASH_DIR_VARIABLE in os.environ:
+        name = f"{config.workerinput['workerid']}-{os.getpid()}.txt"
+        _crash_dump = open(os.path.join(os.environ[CRASH_DIR_VARIABLE], name), "w")
+        faulthandler.enable(file=_crash_dump, all_threads=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The controller: for each crashed worker, the fatal error and the stack of the thread that crashed."""
+    crash_dir = os.environ.get(CRASH_DIR_VARIABLE)
+    if not crash_dir or hasattr(terminalreporter.config, "workerinput"):
+        return
+    for name in sorted(os.listdir(crash_dir)):
+        dump = open(os.path.join(crash_dir, name)).read()
+        if "Fatal Python error" in dump:
+            terminalreporter.write_sep("=", f"worker crash dump {name}")
+            terminalreporter.write_line(crashed_thread_part(dump))
+    shutil.rmtree(crash_dir, ignore_errors=True)
+
+
+HARNESS_FRAMES = ("/_pytest/", "/pluggy/", "/execnet/", "/xdist/", 'File "<string>"')
+
+
+def crashed_thread_part(dump: str, max_lines: int = 40) -> str:
+    """A faulthandler dump's first line and the stack of its "Current thread" (the first thread's when the crash
+    was in a thread without Python frames) without pytest's and xdist's frames, at most ``max_lines`` lines."""
+    lines = dump.splitlines()
+    blocks, block = [], []
+    for line in lines[1:]:
+        if line.startswith(("Thread 0x", "Current thread 0x", "Extension modules")) and block:
+            blocks.append(block)
+            block = []
+        block.append(line)
+    blocks.append(block)
+    threads = [b for b in blocks if b and b[0].startswith(("Thread 0x", "Current thread 0x"))] or [[]]
+    crashed = next((b for b in threads if b[0].startswith("Current thread")), threads[0])
+    frames = [line for line in crashed if line.strip() and not any(part in line for part in HARNESS_FRAMES)]
+    return "\n".join(lines[:1] + frames[:max_lines])

@@ -43,6 +43,7 @@ import secrets
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -318,29 +319,55 @@ def _summarise(events: list[dict], stop_reason: str, exit_code: int | None) -> t
 
 
 _UID_LOCK = threading.Lock()
-_UID_RANGE = LAST_SANDBOX_UID - FIRST_SANDBOX_UID + 1
-# Where this process starts handing out uids: spread by pid so that two trainers (or test runs) on one
-# host rarely share a uid; within a process the ranges never overlap.
-_uid_cursor = (os.getpid() * 64) % _UID_RANGE
-_uids_given = 0
+# uid -> the socket that holds it for this process (None off Linux, where the privileged modes never run).
+_held_uids: dict[int, socket.socket | None] = {}
+
+
+def _hold_uid(uid: int) -> bool:
+    """Claims ``uid`` for this process for its whole life; False if a Sandbox of this or another process holds it.
+
+    On Linux a uid is held by binding the abstract Unix socket ``nemocascade-sandbox-uid-<uid>``: the kernel gives
+    a name to one socket of the network namespace and frees it when the process (and every child that inherited
+    the socket) has exited, so trainers or test workers on one host never share a slot uid (they would count
+    against each other's ``RLIMIT_NPROC`` and kill each other's submissions in the after-run cleanup)."""
+    if uid in _held_uids:
+        return False
+    holder = None
+    if sys.platform.startswith("linux"):
+        holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            holder.bind(f"\0nemocascade-sandbox-uid-{uid}")
+        except OSError:                # EADDRINUSE: another process holds it
+            holder.close()
+            return False
+    _held_uids[uid] = holder
+    return True
+
+
+def _release_uid(uid: int) -> None:
+    holder = _held_uids.pop(uid)
+    if holder is not None:
+        holder.close()
 
 
 def _reserve_uids(count: int) -> int:
-    """The first of ``count`` consecutive sandbox uids not yet given to another Sandbox of this process."""
-    global _uid_cursor, _uids_given
+    """The first of ``count`` consecutive sandbox uids, all claimed with ``_hold_uid`` (lowest free block first)."""
     with _UID_LOCK:
-        if _uids_given + count > _UID_RANGE or count > _UID_RANGE:
-            raise SandboxError(f"out of sandbox uids ({FIRST_SANDBOX_UID}..{LAST_SANDBOX_UID}); reuse Sandbox "
-                               "objects (shared_sandbox) instead of creating new ones")
-        if _uid_cursor + count > _UID_RANGE:
-            _uids_given += _UID_RANGE - _uid_cursor  # skip the tail so that the range stays consecutive
-            _uid_cursor = 0
-            if _uids_given + count > _UID_RANGE:
-                raise SandboxError(f"out of sandbox uids ({FIRST_SANDBOX_UID}..{LAST_SANDBOX_UID})")
-        base = FIRST_SANDBOX_UID + _uid_cursor
-        _uid_cursor += count
-        _uids_given += count
-        return base
+        base = FIRST_SANDBOX_UID
+        while base + count - 1 <= LAST_SANDBOX_UID:
+            held = []
+            for uid in range(base, base + count):
+                if not _hold_uid(uid):
+                    break
+                held.append(uid)
+            if len(held) == count:
+                return base
+            for uid in held:
+                _release_uid(uid)
+            base += len(held) + 1      # the block cannot start at or before the uid that is taken
+        raise SandboxError(f"out of sandbox uids ({FIRST_SANDBOX_UID}..{LAST_SANDBOX_UID}) for {count} slots: other "
+                           "Sandboxes on this host hold them; reuse Sandbox objects (shared_sandbox) instead of "
+                           "creating new ones")
 
 
 class Sandbox:
@@ -348,7 +375,8 @@ class Sandbox:
 
     ``max_workers`` defaults to the number of CPUs. Slot ``i`` runs user code as uid ``base_uid + i``
     (namespaces and uid modes), so RLIMIT_NPROC is counted per slot and slots cannot signal each other;
-    by default each Sandbox of a process gets its own uid range. Thread-safe.
+    by default each Sandbox gets its own uid range, disjoint from every other Sandbox's on the host
+    (``_reserve_uids``). Thread-safe.
     """
 
     def __init__(self, limits: SandboxLimits | None = None, *, isolation: str = "auto",
@@ -459,8 +487,8 @@ class Sandbox:
             return SubmissionResult("solution_error", tuple(TestOutcome("solution_error", "submission too large")
                                                             for _ in submission.tests), "", None, 0.0,
                                     f"submission larger than {MAX_SUBMISSION_BYTES} bytes")
-        root = tempfile.mkdtemp(prefix="nemocascade-sandbox-")
         uid = self.base_uid + slot
+        root = tempfile.mkdtemp(prefix=f"nemocascade-sandbox-{uid}-")
         if isolation == "uid":
             os.chown(root, uid, uid)
         out_r, out_w = os.pipe()

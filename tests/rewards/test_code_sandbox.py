@@ -1,6 +1,8 @@
 """The code sandbox against hostile submissions, its per-test statuses, and its throughput."""
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,8 +45,11 @@ def _sandbox_uid_processes(box) -> list[str]:
     return found
 
 
-def _sandbox_temp_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("nemocascade-sandbox-*")}
+def _sandbox_temp_dirs(box) -> set[str]:
+    """The working directories of ``box``'s slots in the temporary directory (named after the slot uid, so another
+    test process's sandboxes do not count)."""
+    tmp = Path(tempfile.gettempdir())
+    return {p.name for slot in range(box.max_workers) for p in tmp.glob(f"nemocascade-sandbox-{box.base_uid + slot}-*")}
 
 
 def test_passing_failing_and_erroring_tests_get_their_statuses(sandbox):
@@ -105,14 +110,14 @@ def _run_with_benign_neighbours(box, codes: dict) -> tuple[dict, float]:
     submissions = []
     for code in codes.values():
         submissions += [Submission(code, ["assert 'WRITTEN' not in globals() or WRITTEN == []"]), BENIGN]
-    before_dirs = _sandbox_temp_dirs()
+    before_dirs = _sandbox_temp_dirs(box)
     start = time.monotonic()
     results = box.run_many(submissions)
     elapsed = time.monotonic() - start
     for benign in results[1::2]:
         assert benign.status == "completed" and benign.pass_fraction == 1.0, benign
     assert _sandbox_uid_processes(box) == []       # fork bombs, orphans and sleepers are all gone
-    assert _sandbox_temp_dirs() <= before_dirs      # every working directory / mount point was removed
+    assert _sandbox_temp_dirs(box) <= before_dirs      # every working directory / mount point was removed
     return dict(zip(codes, results[0::2])), elapsed
 
 
@@ -182,14 +187,14 @@ def test_uid_mode_contains_processes_time_memory_and_output():
 
 def test_rlimits_fallback_still_enforces_limits_and_cleans_up():
     box = Sandbox(SandboxLimits(wall_seconds=3.0, cpu_seconds=1), isolation="rlimits", max_workers=2)
-    before_dirs = _sandbox_temp_dirs()
+    before_dirs = _sandbox_temp_dirs(box)
     ok, spin, alloc = box.run_many([BENIGN, Submission("while True:\n    pass\n", ["assert True"]),
                                     Submission("x = bytearray(10 * 1024 ** 3)\n", ["assert True"])])
     assert box.isolation == "rlimits"
     assert ok.status == "completed" and ok.pass_fraction == 1.0
     assert spin.status in ("cpu_limit", "wall_timeout") and spin.tests[0].status == spin.status
     assert alloc.status == "memory_limit"
-    assert _sandbox_temp_dirs() <= before_dirs
+    assert _sandbox_temp_dirs(box) <= before_dirs
 
 
 def test_a_failing_isolation_setup_raises_or_falls_back():
@@ -225,9 +230,21 @@ def test_bad_arguments_raise_clear_errors():
             Sandbox(isolation="namespaces").isolation
 
 
+def _slot_uids(base_uid: int, max_workers: int) -> set[int]:
+    return set(range(base_uid, base_uid + max_workers))
+
+
 def test_sandboxes_get_disjoint_uids_and_reward_fns_share_one():
+    """Also across processes: a Sandbox made by another process while this one holds its uids gets other uids."""
     first, second = Sandbox(max_workers=3), Sandbox(max_workers=2)
-    assert first.base_uid + 3 <= second.base_uid
+    assert _slot_uids(first.base_uid, 3).isdisjoint(_slot_uids(second.base_uid, 2))
+    probe = ("import sys\nfrom nemocascade.sandbox.code_sandbox import Sandbox, _hold_uid\n"
+             "print(Sandbox(max_workers=4).base_uid, *(_hold_uid(int(uid)) for uid in sys.argv[1:]))\n")
+    ours = sorted(_slot_uids(first.base_uid, 3) | _slot_uids(second.base_uid, 2))
+    printed = subprocess.run([sys.executable, "-c", probe, *map(str, ours)], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert _slot_uids(int(printed[0]), 4).isdisjoint(ours)
+    assert printed[1:] == ["False"] * len(ours)        # held by this process
     limits = SandboxLimits(wall_seconds=3.0)
     assert shared_sandbox(limits, max_workers=2) is shared_sandbox(limits, max_workers=2)
     assert shared_sandbox(limits, max_workers=2) is not shared_sandbox(limits, max_workers=1)
