@@ -60,15 +60,17 @@ def pytest_collection_modifyitems(config, items):
 
 
 CRASH_DIR_VARIABLE = "NEMOCASCADE_TEST_CRASH_DIR"
-_crash_dump = None   # this worker's dump file (kept open: faulthandler writes to its descriptor)
+_crash_dump = None   # a worker's dump file (kept open: faulthandler writes to its descriptor)
+_crash_dir = None    # the controller's directory of its workers' dump files (a pytest it launches inherits the
+                     # variable: only the controller that made the directory reads and removes it)
 
 
 @pytest.hookimpl(trylast=True)          # after pytest's faulthandler plugin, which it replaces in workers
 def pytest_configure(config):
-    global _crash_dump
+    global _crash_dump, _crash_dir
     if not hasattr(config, "workerinput"):
         if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses", None):
-            os.environ[CRASH_DIR_VARIABLE] = tempfile.mkdtemp(prefix="nemocascade-test-crashes-")
+            _crash_dir = os.environ[CRASH_DIR_VARIABLE] = tempfile.mkdtemp(prefix="nemocascade-test-crashes-")
     elif CRASH_DIR_VARIABLE in os.environ:
         name = f"{config.workerinput['workerid']}-{os.getpid()}.txt"
         _crash_dump = open(os.path.join(os.environ[CRASH_DIR_VARIABLE], name), "w")
@@ -77,15 +79,14 @@ def pytest_configure(config):
 
 def pytest_terminal_summary(terminalreporter):
     """The controller: for each crashed worker, the fatal error and the stack of the thread that crashed."""
-    crash_dir = os.environ.get(CRASH_DIR_VARIABLE)
-    if not crash_dir or hasattr(terminalreporter.config, "workerinput"):
+    if _crash_dir is None:
         return
-    for name in sorted(os.listdir(crash_dir)):
-        dump = open(os.path.join(crash_dir, name)).read()
+    for name in sorted(os.listdir(_crash_dir)):
+        dump = open(os.path.join(_crash_dir, name)).read()
         if "Fatal Python error" in dump:
             terminalreporter.write_sep("=", f"worker crash dump {name}")
             terminalreporter.write_line(crashed_thread_part(dump))
-    shutil.rmtree(crash_dir, ignore_errors=True)
+    shutil.rmtree(_crash_dir, ignore_errors=True)
 
 
 HARNESS_FRAMES = ("/_pytest/", "/pluggy/", "/execnet/", "/xdist/", 'File "<string>"')
