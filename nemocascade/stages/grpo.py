@@ -55,14 +55,20 @@ class GRPOStage(RLStage):
     def loss_fn(self):
         return make_grpo_loss(self.ctx.model_cfg, self.config.rl)
 
+    def sample_weights(self, samples, rewards):
+        """DAPO dynamic filtering (``rl.filter_uniform_groups``): the groups whose rewards are all equal are dropped."""
+        del samples
+        rl = self.config.rl
+        if not rl.filter_uniform_groups:
+            return None, {"kept_group_fraction": 1.0}
+        weights = group_filter_weights(rewards, rl.num_samples)
+        return weights, {"kept_group_fraction": float(weights.mean())}
+
     def extra_batch(self, batch, samples, rewards):
         rl = self.config.rl
         advantages = np.asarray(losses.group_advantages(jnp.asarray(rewards), rl.num_samples,
                                                         normalize_std=rl.normalize_std))
-        weights = group_filter_weights(rewards, rl.num_samples) if rl.filter_uniform_groups else None
-        kept = 1.0 if weights is None else float(weights.mean())
-        return ({"advantages": per_token(advantages.astype(np.float32), batch["sample_index"])}, weights,
-                {"kept_group_fraction": kept})
+        return {"advantages": per_token(advantages.astype(np.float32), batch["sample_index"])}, {}
 
     def run(self, *, initial_params=None):
         """Training; a stage with judged domains (toy prompts) also scores its judge's mean reward of greedy

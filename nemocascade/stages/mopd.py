@@ -110,8 +110,7 @@ class MOPDStage(RLStage):
                                       row_shards=runtime.batch_ways(self.ctx.mesh))
         mask = np.asarray(batch["mask"])
         gap = (teacher_lp - np.asarray(batch["rollout_logprobs"])) * mask
-        return ({"teacher_logprobs": teacher_lp}, None,
-                {"teacher_gap": float(gap.sum() / max(mask.sum(), 1.0))})
+        return {"teacher_logprobs": teacher_lp}, {"teacher_gap": float(gap.sum() / max(mask.sum(), 1.0))}
 
 
 def run(config, workdir, *, initial_params=None):

@@ -1,14 +1,15 @@
 """The part of every RL stage that is the same: prompts -> rollouts -> scored samples -> train batch.
 
-A concrete stage (GRPO, MOPD, RLHF) supplies ``loss_fn()`` and ``extra_batch(...)`` (advantages, or
-teacher log-probs), may replace the reward fns (``make_reward_fns``) and may weight rows (0 drops a row
-from the loss). Rollouts are drawn from ``state.params`` itself (no copy) with a key derived from
-(seed, step), so a resumed stage redraws exactly the rollouts it would have drawn. With ``rl.max_turns > 1`` the
-domains that have an environment are played as multi-turn episodes (``episodes.sample_rollouts``): the rows then
-hold the environment's messages between the sampled turns, masked out of the loss, and the reward fns score the
-final turn. With ``rl.pack_rollouts`` the scored samples are packed into fewer training rows before the reference /
-teacher log-probs and the step (``rollout_batch.pack_rollout_batch``; metrics ``train_rows`` and
-``train_token_fraction``, the share of the trained row slots that hold a sample's token).
+A concrete stage (GRPO, MOPD, RLHF) supplies ``loss_fn()`` and ``extra_batch(...)`` (advantages, or teacher
+log-probs), may replace the reward fns (``make_reward_fns``) and may drop samples (``sample_weights``: GRPO's DAPO
+filter; a dropped sample is not trained on: its row is padding, or with packing it is not packed). Rollouts are
+drawn from ``state.params`` itself (no copy) with a key derived from (seed, step), so a resumed stage redraws
+exactly the rollouts it would have drawn. With ``rl.max_turns > 1`` the domains that have an environment are
+played as multi-turn episodes (``episodes.sample_rollouts``): the rows then hold the environment's messages between
+the sampled turns, masked out of the loss, and the reward fns score the final turn. With ``rl.pack_rollouts`` the
+scored samples are packed into fewer training rows before the reference / teacher log-probs and the step
+(``rollout_batch.pack_rollout_batch``; metrics ``train_rows`` and ``train_token_fraction``, the share of the
+trained row slots that hold a sample's token).
 
 KL reference (``rl.kl_coef > 0``, stages with ``supports_kl``): the stage's initial params stay frozen as
 ``pi_ref`` and every rollout batch gets ``ref_logprobs`` f32[rows, L] (``policy.frozen_logprobs``, the sampler's
@@ -46,7 +47,7 @@ from nemocascade.rewards.judge_model import JudgeRewardFn
 from nemocascade.stages import evaluate, policy, runtime
 from nemocascade.stages.episodes import Turns, sample_rollouts
 from nemocascade.stages.prompts import decode_samples, encode_prompts
-from nemocascade.stages.rollout_batch import pack_rollout_batch, per_token, rollout_batch, sample_index
+from nemocascade.stages.rollout_batch import pack_rollout_batch, rollout_batch, sample_index
 from nemocascade.train import init_params_from_seed
 
 
@@ -246,10 +247,17 @@ class RLStage:
     def loss_fn(self):
         raise NotImplementedError
 
+    def sample_weights(self, samples, rewards):
+        """Given the decoded samples and their rewards f32[N], returns (sample weights f32[N] or None, host
+        metrics). A sample of weight 0 is dropped, i.e. not trained on at all (no policy loss, no MoE aux loss):
+        its row becomes padding, or with ``rl.pack_rollouts`` it is not packed. The default keeps every sample."""
+        del samples, rewards
+        return None, {}
+
     def extra_batch(self, batch, samples, rewards):
         """Given the rollout batch (numpy [rows, width]; ``batch["sample_index"]`` names each token's sample, see
-        ``rollout_batch.per_token``), its decoded samples and rewards f32[N], returns (extra batch arrays of the
-        batch's [rows, width], sample weights f32[N] or None (0 drops a sample from the loss), host metrics)."""
+        ``rollout_batch.per_token``; no token names a dropped sample), its decoded samples and rewards
+        f32[N], returns (extra batch arrays of the batch's [rows, width], host metrics)."""
         raise NotImplementedError
 
     def make_batch(self, state, examples: Sequence[dict]):
@@ -266,22 +274,25 @@ class RLStage:
         rewards, _ = score_rewards(samples, self.reward_fns)
         if rl.unfinished_reward_zero:
             rewards = np.where(rollouts.finished, rewards, 0.0).astype(np.float32)
+        weights, weight_metrics = self.sample_weights(samples, rewards)
+        kept = None if weights is None else np.asarray(weights) > 0
         batch = rollout_batch(rollouts, width=self.width)
         if self.micro_batch_rows:
             batch, index = pack_rollout_batch(batch, micro_batch_rows=self.micro_batch_rows,
-                                              row_shards=runtime.batch_ways(self.ctx.mesh))
+                                              row_shards=runtime.batch_ways(self.ctx.mesh), keep=kept)
             host_metrics = {"train_rows": float(len(index)), "train_token_fraction": float((index >= 0).mean())}
         else:
+            if kept is not None:           # the dropped samples' rows become padding: no loss, no MoE aux loss
+                batch["segment_ids"] = batch["segment_ids"] * kept[:, None]
+                batch["mask"] = batch["mask"] * kept[:, None]
             index, host_metrics = sample_index(batch), {}
         if self.reference is not None:
             ref_logprobs = policy.frozen_logprobs(self.reference, batch, cfg=self.ctx.model_cfg,
                                                   temperature=rl.temperature)
             batch["ref_logprobs"] = sharding_lib.to_host(ref_logprobs)
-        extra, weights, stage_metrics = self.extra_batch({**batch, "sample_index": index}, samples, rewards)
+        extra, stage_metrics = self.extra_batch({**batch, "sample_index": index}, samples, rewards)
         batch.update(extra)
-        if weights is not None:
-            batch["mask"] = batch["mask"] * per_token(np.asarray(weights) > 0, index)
-        host_metrics = {**host_metrics, "reward": float(rewards.mean()),
+        host_metrics = {**host_metrics, **weight_metrics, "reward": float(rewards.mean()),
                         "response_length": float(rollouts.response_lengths.mean()),
                         "finished_fraction": float(rollouts.finished.mean()), **stage_metrics,
                         **({"turns": float(np.mean([s["turns"] for s in samples]))} if rl.max_turns > 1 else {}),

@@ -106,7 +106,8 @@ def first_fit_decreasing(lengths: np.ndarray, width: int) -> list[list[int]]:
 
 
 def pack_rollout_batch(batch: dict[str, np.ndarray], *, micro_batch_rows: int, row_shards: int,
-                       num_samples: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                       num_samples: int | None = None,
+                       keep: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Packs a ``rollout_batch`` (one sample per row) into fewer rows of the same width (sequence packing).
 
     Each sample (its prompt and response: the tokens with ``segment_ids > 0``) stays whole and is copied with all
@@ -122,6 +123,8 @@ def pack_rollout_batch(batch: dict[str, np.ndarray], *, micro_batch_rows: int, r
         (``packed_row_count``).
       num_samples: the unpacked batch size that the row counts are bucketed by (default: ``batch``'s rows; a
         subset of a step's samples passes the step's, so that its row counts are the step's few).
+      keep: bool[N] or None (all): the samples to pack; the others (e.g. DAPO-filtered groups, whose loss weight
+        is 0) get no tokens, so they cost the step nothing. With none kept the batch is one unit of padding rows.
     Returns:
       ``(packed, index)``: the packed arrays [R, width] and int32[R, width] ``index`` (the sample each token came
       from, -1 on padding; see ``per_token``).
@@ -129,8 +132,10 @@ def pack_rollout_batch(batch: dict[str, np.ndarray], *, micro_batch_rows: int, r
     segment_ids = batch["segment_ids"]
     width = segment_ids.shape[1]
     lengths = (segment_ids > 0).sum(axis=1)
-    bins = first_fit_decreasing(lengths, width)
-    rows = packed_row_count(len(bins), num_samples=num_samples or len(segment_ids),
+    packed_samples = np.arange(len(lengths)) if keep is None else np.flatnonzero(keep)
+    bins = [[int(packed_samples[i]) for i in members]
+            for members in first_fit_decreasing(lengths[packed_samples], width)]
+    rows = packed_row_count(max(len(bins), 1), num_samples=num_samples or len(segment_ids),
                             micro_batch_rows=micro_batch_rows, row_shards=row_shards)
     packed = {name: np.zeros((rows, width), value.dtype) for name, value in batch.items()}
     index = np.full((rows, width), -1, np.int32)

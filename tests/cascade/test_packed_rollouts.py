@@ -37,7 +37,7 @@ def _sampled(cfg):
 def _samples_of(batch, index):
     """sample -> {name: its tokens' values, in order} of a (packed or unpacked) batch."""
     found = {}
-    for sample in range(int(index.max()) + 1):
+    for sample in np.unique(index[index >= 0]).tolist():
         where = index == sample
         rows = np.flatnonzero(where.any(axis=1))
         assert len(rows) == 1, f"sample {sample} is split over rows {rows}"
@@ -70,6 +70,28 @@ def test_packed_batch_holds_every_sample_intact():
         for name, value in packed.items():
             assert not value[row][~used].any(), name
     assert packed["mask"].sum() == unpacked["mask"].sum()
+
+
+def test_packing_only_the_kept_samples():
+    """``keep``: the dropped samples (e.g. DAPO-filtered groups) get no tokens, the kept ones are packed intact into
+    fewer rows; with none kept the batch is one unit of padding rows."""
+    _, ro = _sampled(MOE)
+    unpacked = rollout_batch.rollout_batch(ro, width=WIDTH)
+    n = NUM_SAMPLES * len(PROMPTS)
+    keep = np.repeat([True, False, True, False, False], NUM_SAMPLES)
+    packed, index = pack_rollout_batch(unpacked, micro_batch_rows=n, row_shards=1, keep=keep)
+    everything, _ = pack_rollout_batch(unpacked, micro_batch_rows=n, row_shards=1)
+    assert len(index) < len(everything["tokens"])
+    after = _samples_of(packed, index)
+    assert sorted(after) == np.flatnonzero(keep).tolist()
+    before = _samples_of(unpacked, sample_index(unpacked))
+    for sample, values in after.items():
+        for name in ("tokens", "targets", "mask", "rollout_logprobs"):
+            np.testing.assert_array_equal(values[name], before[sample][name], err_msg=f"{sample} {name}")
+    assert packed["mask"].sum() == (unpacked["mask"] * keep[:, None]).sum()
+    nothing, nothing_index = pack_rollout_batch(unpacked, micro_batch_rows=n, row_shards=2, keep=np.zeros(n, bool))
+    assert nothing_index.shape == (2, WIDTH) and (nothing_index < 0).all()
+    assert not any(value.any() for value in nothing.values())
 
 
 def test_sample_spans_gather_and_scatter():
@@ -184,8 +206,12 @@ def _stage_config(*, pack_rollouts, aggregation="seq_mean_token_mean"):
     return pipeline.stage_config(config, "grpo")
 
 
-def _first_step(tmp_path, name, **settings):
+def _first_step(tmp_path, name, weights=None, **settings):
+    """(the first step's (batch, host metrics), the lines of metrics.jsonl); ``weights`` f32[N]: the step's sample
+    weights in place of GRPO's filter (which on a random model drops every group: no reward differs)."""
     stage = grpo.GRPOStage(_stage_config(**settings), str(tmp_path / name))
+    if weights is not None:
+        stage.sample_weights = lambda samples, rewards: (weights, {"kept_group_fraction": float(weights.mean())})
     seen = []
     make_batch = stage.make_batch
     stage.make_batch = lambda state, examples: seen.append(make_batch(state, examples)) or seen[-1]
@@ -195,13 +221,18 @@ def _first_step(tmp_path, name, **settings):
 
 
 def test_packed_grpo_stage_steps_like_the_unpacked_one_on_fewer_rows(tmp_path):
-    (packed_batch, packed_host), packed_lines = _first_step(tmp_path, "packed", pack_rollouts=True)
-    (batch, host), lines = _first_step(tmp_path, "unpacked", pack_rollouts=False)
+    """Also when samples are dropped (two of the four groups): the packed batch holds only the kept ones."""
+    weights = np.repeat(np.float32([1, 0, 0, 1]), 4)
+    (packed_batch, packed_host), packed_lines = _first_step(tmp_path, "packed", weights, pack_rollouts=True)
+    (batch, host), lines = _first_step(tmp_path, "unpacked", weights, pack_rollouts=False)
     packed_metrics, metrics = json.loads(packed_lines[0]), json.loads(lines[0])
     assert len(batch["tokens"]) == 16 and packed_host["train_rows"] == len(packed_batch["tokens"]) < 16
     assert 0 < packed_host["train_token_fraction"] <= 1 and "train_rows" not in host
     assert packed_batch["mask"].sum() == batch["mask"].sum() > 0
-    for key in ("reward", "response_length", "num_tokens"):
+    assert not batch["mask"][4:12].any() and packed_host["kept_group_fraction"] == host["kept_group_fraction"] == 0.5
+    unpacked_tokens = sum(int((row > 0).sum()) for row in batch["segment_ids"][weights > 0])
+    assert int((packed_batch["segment_ids"] > 0).sum()) == unpacked_tokens     # only the kept samples are packed
+    for key in ("reward", "response_length", "num_tokens", "kept_group_fraction"):
         assert packed_metrics[key] == metrics[key], key
     for key in ("pg_loss", "loss", "grad_norm", "advantage_mean"):
         np.testing.assert_allclose(packed_metrics[key], metrics[key], rtol=2e-5, atol=1e-6, err_msg=key)

@@ -93,9 +93,9 @@ def test_rlhf_trains_on_the_reward_models_scores(reward_model_dir, tmp_path):
     grpo_extra_batch = stage.extra_batch
 
     def recording_extra_batch(batch, samples, rewards):
-        extra, weights, metrics = grpo_extra_batch(batch, samples, rewards)
+        extra, metrics = grpo_extra_batch(batch, samples, rewards)
         seen.append((samples, np.array(rewards), extra["advantages"][:, 0]))   # row i's first token: sample i
-        return extra, weights, metrics
+        return extra, metrics
 
     stage.extra_batch = recording_extra_batch
     ctx, state = stage.run(initial_params=None)
@@ -190,9 +190,9 @@ def test_rlhf_trains_on_the_judges_verdicts(judge_dir, tmp_path, monkeypatch):
     grpo_extra_batch = stage.extra_batch
 
     def recording_extra_batch(batch, samples, rewards):
-        extra, weights, metrics = grpo_extra_batch(batch, samples, rewards)
+        extra, metrics = grpo_extra_batch(batch, samples, rewards)
         seen.append((samples, np.array(rewards)))
-        return extra, weights, metrics
+        return extra, metrics
 
     stage.extra_batch = recording_extra_batch
     unparsed = []
