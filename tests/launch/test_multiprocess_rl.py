@@ -9,7 +9,8 @@ twice at once: A = 1 process x 8 devices, B = 2 processes x 4 devices (``jax.dis
 * ``grpo`` with ``rl.kl_coef > 0``: every process draws the same prompts, the sampler's rows (split over both
   processes) are gathered to every process, which scores them on the host; the KL reference log-probs are
   gathered the same way; then the one jitted step on the global batch.
-* ``rlhf`` (KL 0.03) with A's reward model: the reward model scores the rollouts on the mesh, gathered.
+* ``rlhf`` (KL 0.03) with A's reward model: the reward model scores the rollouts on the mesh, gathered; the
+  rollouts are packed (``rl.pack_rollouts``) into fewer rows, the same on every process.
 * exact resume: GRPO again as 2 x 4, SIGKILLed as soon as its first checkpoint is finished and launched again
   on its workdir; every process restores its shards and its data-iterator position, the relaunch logs only
   the later steps and ends with B's ``metrics.jsonl`` and ``eval.json`` and B's params bit for bit.
@@ -81,11 +82,14 @@ def test_reward_model_and_rlhf_two_processes_train_like_one(tmp_path):
     assert one["pairwise_accuracy"] == two["pairwise_accuracy"]
     assert two["margin_mean"] == pytest.approx(one["margin_mean"], rel=METRICS_RTOL, abs=METRICS_ATOL)
 
-    # RLHF scored by A's reward model (its scores of the rollouts, split over both processes, are gathered).
-    overrides = {"rl.reward_model": str(reward_model_one / "checkpoints"), "rl.kl_coef": "0.03"}
+    # RLHF scored by A's reward model (its scores of the rollouts, split over both processes, are gathered), with
+    # the rollouts packed (every process packs the same global batch; the KL reference scores the packed rows).
+    overrides = {"rl.reward_model": str(reward_model_one / "checkpoints"), "rl.kl_coef": "0.03",
+                 "rl.pack_rollouts": "True"}
     metrics, evals, _ = _run_stage(tmp_path / "rlhf", "rlhf", overrides)
     assert evals[0] == evals[1]
     assert all(m["grad_norm"] > 0 for m in metrics) and metrics[-1]["kl"] > 0
+    assert all(8 <= m["train_rows"] < 16 for m in metrics)     # packed into fewer rows, whole 8-device units
 
 
 def _kill_and_resume(tmp_path, kind: str, overrides, straight_root) -> None:
